@@ -1,0 +1,140 @@
+"""The machine a chapter runs on: devices, seeds, determinism, a report.
+
+Introduced in chapter 1; every chapter calls :func:`start_chapter` right after
+its ``parameters`` cell.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import os
+import platform
+import random
+
+import numpy as np
+
+from llmft import profiles
+
+
+def backend() -> str:
+    """The active Keras backend name (``tensorflow``, ``jax`` or ``torch``)."""
+    import keras
+
+    return keras.backend.backend()
+
+
+def detect_accelerator() -> str:
+    """Return ``"tpu"``, ``"gpu"`` or ``"cpu"`` for the first accelerator found.
+
+    A TPU is recognised by Colab/Cloud TPU environment variables or the
+    ``/dev/accel*`` / ``/dev/vfio`` devices, a GPU through the active Keras
+    backend, so the answer does not depend on which backend is installed.
+    """
+    if os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME") or glob.glob("/dev/accel*"):
+        return "tpu"
+    name = backend()
+    try:
+        if name == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_physical_devices("GPU"):
+                return "gpu"
+        elif name == "jax":
+            import jax
+
+            kinds = {d.platform for d in jax.devices()}
+            if "tpu" in kinds:
+                return "tpu"
+            if "gpu" in kinds or "cuda" in kinds:
+                return "gpu"
+        elif name == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return "gpu"
+    except RuntimeError:  # a backend that finds no usable device raises; treat as CPU
+        pass
+    return "cpu"
+
+
+def set_seed(seed: int = 0, *, deterministic: bool = True) -> int:
+    """Seed Python, NumPy and the Keras backend; optionally make TF ops deterministic.
+
+    Args:
+        seed: a non-negative integer.
+        deterministic: on TensorFlow, also call
+            ``tf.config.experimental.enable_op_determinism()`` so that the
+            same run gives the same numbers (at some speed cost on GPU).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    import keras
+
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic and backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    return seed
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "未安装"
+
+
+REPORTED_PACKAGES = (
+    "llmft",
+    "keras",
+    "tensorflow",
+    "numpy",
+    "matplotlib",
+    "scikit-learn",
+    "snownlp",
+    "chatterbot-corpus",
+    "jupyter-book",
+)
+
+
+def environment_report() -> dict:
+    """Python, platform, library versions, devices and CPU count, as a dict."""
+    report = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "keras_backend": backend(),
+        "accelerator": detect_accelerator(),
+        "in_colab": in_colab(),
+    }
+    report["packages"] = {name: _version(name) for name in REPORTED_PACKAGES}
+    return report
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    return "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ
+
+
+def start_chapter(profile: str | None = "auto", *, seed: int = 0) -> profiles.Profile:
+    """What every chapter does first: resolve the profile, seed, print one line.
+
+    Args:
+        profile: a profile name or ``"auto"`` (see :mod:`llmft.profiles`).
+        seed: passed to :func:`set_seed`.
+
+    Returns:
+        The resolved :class:`~llmft.profiles.Profile`.
+    """
+    prof = profiles.get_profile(profile)
+    set_seed(seed)
+    from llmft import plotting
+
+    plotting.use_cjk_font()
+    print(f"{prof.describe()} backend={backend()} accelerator={detect_accelerator()} seed={seed}")
+    return prof

@@ -1,0 +1,59 @@
+"""Where llmft keeps caches and where chapters record results.
+
+``LLMFT_HOME`` (default ``~/.cache/llmft``) holds caches: processed data and
+pretrained base models. ``LLMFT_RESULTS_DIR`` (default ``results/`` at the
+repository root) receives each chapter's metrics; the test suite points both
+at temporary folders so test runs never touch what is committed.
+Introduced in chapter 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def llmft_home() -> Path:
+    """The cache folder (created on first use)."""
+    path = Path(os.environ.get("LLMFT_HOME") or Path.home() / ".cache" / "llmft")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def results_dir() -> Path:
+    """The folder for ``results/<chapter>.json`` (created on first use)."""
+    path = Path(os.environ.get("LLMFT_RESULTS_DIR") or REPO_ROOT / "results")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers never see a half-written file.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk,
+    and then replace ``path`` in one ``os.replace`` (atomic on POSIX and
+    Windows). A crash leaves either the old file or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+    """:func:`atomic_write_bytes` for JSON (UTF-8, sorted keys, Chinese kept readable)."""
+    text = json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+    return atomic_write_bytes(path, text.encode("utf-8"))
