@@ -6,15 +6,46 @@ its ``parameters`` cell.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.metadata
 import os
 import platform
 import random
+import sys
 
 import numpy as np
 
 from llmft import profiles
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence C++ log lines written straight to file descriptor 2.
+
+    TensorFlow 2.21 prints oneDNN/CUDA start-up notices through absl before
+    ``TF_CPP_MIN_LOG_LEVEL`` is read, so the variable cannot stop them; in a
+    notebook they would bury the first output. Only the backend import and
+    the device query run inside this block, so real errors later still show.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_backend() -> None:
+    """Import Keras and its backend and query devices once, without log noise."""
+    with _quiet_native_stderr():
+        import keras  # noqa: F401  (imports the backend: TensorFlow by default)
+
+        detect_accelerator()
 
 
 def backend() -> str:
@@ -131,6 +162,7 @@ def start_chapter(profile: str | None = "auto", *, seed: int = 0) -> profiles.Pr
     Returns:
         The resolved :class:`~llmft.profiles.Profile`.
     """
+    import_backend()
     prof = profiles.get_profile(profile)
     set_seed(seed)
     from llmft import plotting

@@ -1,0 +1,56 @@
+# Two commands on a fresh machine with python3 (>= 3.10) and make:
+#   make test   create/update .venv, run every test (unit, chapters, book build)
+#   make book   build the HTML book from the committed outputs into _build/html
+# and the one that produces the committed outputs:
+#   make execute PROFILE=cpu [CHAPTERS="chapters/04_math.ipynb ..."]
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= cpu
+CHAPTERS ?= $(sort $(wildcard chapters/*.ipynb))
+# Hash of the dependency list: the venv is refreshed only when it changes.
+DEPS_HASH := $(shell cat pyproject.toml environment.yml 2>/dev/null | cksum | cut -d' ' -f1)
+
+.PHONY: help venv book test unit execute clean
+
+help:
+	@echo "make test                      run every test (creates/updates .venv)"
+	@echo "make book                      build _build/html from the committed outputs"
+	@echo "make execute PROFILE=cpu       re-run chapters in place (CHAPTERS=... to pick)"
+	@echo "make unit                      unit tests only (fast)"
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.book-$(DEPS_HASH): | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[book]"
+	touch $@
+
+$(VENV)/.test-$(DEPS_HASH): | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[book,test]"
+	touch $@ $(VENV)/.book-$(DEPS_HASH)
+
+venv: $(VENV)/.test-$(DEPS_HASH)
+
+book: $(VENV)/.book-$(DEPS_HASH)
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+	@echo "open _build/html/index.html"
+
+# Chapters run with the smoke profile under nbval (lax; cells marked
+# NBVAL_CHECK_OUTPUT are compared) and under papermill (tests/test_notebooks.py);
+# the book is built by tests/test_book.py. tests/conftest.py points results/
+# and caches at temporary folders, so nothing committed changes.
+test: $(VENV)/.test-$(DEPS_HASH)
+	LLMFT_PROFILE=smoke $(BIN)/python -m pytest tests chapters --nbval-lax -p no:cacheprovider
+
+unit: $(VENV)/.test-$(DEPS_HASH)
+	$(BIN)/python -m pytest tests -m "not notebook and not book" -p no:cacheprovider
+
+execute: $(VENV)/.test-$(DEPS_HASH)
+	$(BIN)/python tools/execute.py --profile $(PROFILE) $(CHAPTERS)
+
+clean:
+	rm -rf _build

@@ -1,0 +1,68 @@
+"""Every chapter: committed outputs are sound, and it runs under papermill.
+
+The papermill run injects ``PROFILE="smoke"`` through the ``parameters``
+cell and writes the executed copy to a temporary folder; the nbval run of
+the same chapters happens in ``make test`` (``pytest chapters --nbval-lax``).
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+IDS = [p.stem for p in CHAPTERS]
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_there_are_chapters():
+    assert CHAPTERS, "no chapters found"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_first_code_cell_is_the_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    first = code_cells(nb)[0]
+    assert "parameters" in first.metadata.get("tags", [])
+    assert 'PROFILE = os.environ.get("LLMFT_PROFILE", "auto")' in first.source
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_committed_outputs_come_from_a_clean_cpu_run(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata.get("papermill", {}).get("parameters", {}).get("PROFILE") == "cpu"
+    cells = code_cells(nb)
+    assert all(c.get("execution_count") for c in cells if c.source.strip()), "unexecuted cells"
+    errors = [o for c in cells for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors[0].get("ename")
+    stderr = "".join(o.get("text", "") for c in cells for o in c.outputs if o.get("name") == "stderr")
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_chapter_ends_with_summary_and_exercises(path):
+    nb = nbformat.read(path, as_version=4)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "## 小结" in markdown and "## 练习" in markdown
+    assert ":class: dropdown" in markdown  # solutions are collapsed
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_chapter_runs_with_smoke_profile_under_papermill(path, tmp_path):
+    import papermill
+
+    out = tmp_path / path.name
+    papermill.execute_notebook(
+        str(path), str(out), parameters={"PROFILE": "smoke"},
+        kernel_name="python3", cwd=str(path.parent), progress_bar=False,
+    )
+    nb = nbformat.read(out, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and 'PROFILE = "smoke"' in injected[0].source
+    text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
+    assert "profile=smoke" in text  # env.start_chapter printed the resolved profile
