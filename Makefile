@@ -9,6 +9,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= cpu
 CHAPTERS ?= $(sort $(wildcard chapters/*.ipynb))
+# Notebook kernels ("python3", from ipykernel) start `python` from PATH:
+# put the venv first so they run the project's interpreter.
+export PATH := $(abspath $(BIN)):$(PATH)
 # Hash of the dependency list: the venv is refreshed only when it changes.
 DEPS_HASH := $(shell cat pyproject.toml environment.yml 2>/dev/null | cksum | cut -d' ' -f1)
 

@@ -170,3 +170,8 @@ def start_chapter(profile: str | None = "auto", *, seed: int = 0) -> profiles.Pr
     plotting.use_cjk_font()
     print(f"{prof.describe()} backend={backend()} accelerator={detect_accelerator()} seed={seed}")
     return prof
+
+
+# Importing this module loads the backend quietly, so that a chapter's later
+# `import keras` / `import tensorflow` prints nothing either.
+import_backend()

@@ -15,19 +15,35 @@ import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 import papermill
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def execute(notebook: Path, profile: str) -> float:
+    """Run ``notebook`` with ``LLMFT_PROFILE=profile``; replace it on success.
+
+    The profile travels through the environment, not as a papermill
+    parameter: an injected ``PROFILE = "cpu"`` cell would stay in the
+    committed notebook and override ``LLMFT_PROFILE=smoke`` when nbval
+    re-runs it in CI. The chapter prints the profile it resolved.
+    """
     start = time.perf_counter()
+    os.environ["LLMFT_PROFILE"] = profile
+    # Kernels start `python` from PATH: make it this interpreter.
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=notebook.parent, prefix=f".{notebook.stem}.")
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; the notebook is a normal file
     try:
+        # Start from a clean copy: drop a previous run's injected parameters.
+        nb = nbformat.read(notebook, as_version=4)
+        nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+        nb.metadata.pop("papermill", None)
+        nbformat.write(nb, tmp)
         papermill.execute_notebook(
-            str(notebook), tmp, parameters={"PROFILE": profile},
-            kernel_name="python3", cwd=str(notebook.parent), progress_bar=False,
+            tmp, tmp, kernel_name="python3", cwd=str(notebook.parent), progress_bar=False,
         )
         os.replace(tmp, notebook)
     finally:
