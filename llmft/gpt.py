@@ -1,0 +1,426 @@
+"""A decoder-only Transformer (GPT) in Keras 3, written with ``keras.ops``.
+
+Chapter 2 introduces the architecture (causal self-attention, decoder-only);
+chapter 3 pretrains it as the book's base language model; chapters 5 and 6
+fine-tune it. Only ``keras.ops`` is used, so the same code runs on the
+TensorFlow (default), JAX and PyTorch backends.
+
+Shapes in comments: B batch, T tokens, C hidden_dim, H heads, D = C / H,
+S cache length, V vocab_size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+# Named sizes (the vocabulary comes from the tokenizer, so it is not here).
+# "small" is the cpu profile's base model: 1.45M parameters with a
+# 5000-token vocabulary; on a 2-core CPU it trains at about 2 steps/s
+# (batch 32, context 128), nearly half of that time in the 5000-way output.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(context_length=32, num_layers=2, num_heads=2, hidden_dim=32),
+    "small": dict(context_length=128, num_layers=4, num_heads=4, hidden_dim=128, dropout=0.1),
+    "base": dict(context_length=256, num_layers=8, num_heads=8, hidden_dim=512, dropout=0.1),
+}
+
+
+def _check_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+def _check_dropout(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"dropout must be a float in [0, 1); got {value!r}")
+
+
+def _normal(std):
+    # A fresh initializer per layer: one shared instance would give every
+    # layer the same seed. std=0.02 follows GPT-2.
+    return keras.initializers.RandomNormal(stddev=std)
+
+
+@keras.saving.register_keras_serializable(package="llmft")
+class CausalSelfAttention(keras.layers.Layer):
+    """Multi-head self-attention where token t only sees tokens <= t.
+
+    Written out (instead of ``keras.layers.MultiHeadAttention``) so that it can
+    return the attention weights and read/write a KV cache.
+
+    Args:
+        hidden_dim: width C of the residual stream; must divide by num_heads.
+        num_heads: number of heads H.
+        dropout: dropout rate on the attention weights.
+        output_init_std: stddev of the output projection's initializer.
+    """
+
+    def __init__(self, hidden_dim, num_heads, dropout=0.0, output_init_std=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.head_dim = hidden_dim // num_heads
+        self.dropout = dropout
+        self.output_init_std = output_init_std
+        # One fused projection gives q, k and v in a single matmul.
+        self.qkv = keras.layers.Dense(3 * hidden_dim, kernel_initializer=_normal(0.02), name="qkv")
+        self.attn_out = keras.layers.Dense(
+            hidden_dim, kernel_initializer=_normal(output_init_std), name="attn_out"
+        )
+        self.attn_dropout = keras.layers.Dropout(dropout, name="attn_dropout")
+
+    def build(self, input_shape):
+        self.qkv.build(input_shape)
+        self.attn_out.build(input_shape)
+
+    def forward(self, x, training=False, cache=None, cache_index=0):
+        """Return ``(output, attention_weights, new_cache)``.
+
+        ``cache`` is ``None`` for a plain causal pass, or this layer's
+        ``(B, 2, H, S, D)`` keys/values; the new keys and values of ``x`` are
+        written at positions ``cache_index ... cache_index + T - 1``.
+        """
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        qkv = self.qkv(x)  # (B, T, 3C)
+        qkv = ops.reshape(qkv, (batch, length, 3, self.num_heads, self.head_dim))
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, B, H, T, D)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, H, T, D)
+
+        query_pos = ops.arange(length) + cache_index  # (T,)
+        if cache is None:
+            key_pos = ops.arange(length)
+            new_cache = None
+        else:
+            update = ops.stack([k, v], axis=1)  # (B, 2, H, T, D)
+            new_cache = ops.slice_update(cache, [0, 0, 0, cache_index, 0], update)
+            k, v = new_cache[:, 0], new_cache[:, 1]  # (B, H, S, D)
+            # Slots after the current position are zeros (or stale); the
+            # causal mask below hides them, so no separate padding mask.
+            key_pos = ops.arange(ops.shape(cache)[3])
+        mask = key_pos[None, :] <= query_pos[:, None]  # (T, T) or (T, S)
+
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))  # (B, H, T, S)
+        # Softmax in float32: under mixed precision float16 would overflow
+        # the -1e9 fill value and lose precision in the normalisation.
+        scores = ops.cast(scores, "float32") / math.sqrt(self.head_dim)
+        scores = ops.where(mask, scores, -1e9)
+        weights = ops.softmax(scores, axis=-1)  # (B, H, T, S), rows sum to 1
+        dropped = self.attn_dropout(ops.cast(weights, x.dtype), training=training)
+        out = ops.matmul(dropped, v)  # (B, H, T, D)
+        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (batch, length, self.hidden_dim))
+        return self.attn_out(out), weights, new_cache  # (B, T, C)
+
+    def call(self, x, training=False):
+        return self.forward(x, training=training)[0]
+
+    def get_config(self):
+        keys = ("hidden_dim", "num_heads", "dropout", "output_init_std")
+        return {**super().get_config(), **{key: getattr(self, key) for key in keys}}
+
+
+@keras.saving.register_keras_serializable(package="llmft")
+class TransformerBlock(keras.layers.Layer):
+    """Pre-LayerNorm block: ``x + attn(ln(x))`` then ``x + mlp(ln(x))``.
+
+    Pre-LN (GPT-2 style) keeps an un-normalised residual path from input to
+    output, which trains more stably than the original Post-LN (Xiong et al.,
+    2020, "On Layer Normalization in the Transformer Architecture").
+
+    Args:
+        hidden_dim: width C of the residual stream.
+        num_heads: attention heads.
+        mlp_dim: width of the MLP's hidden layer (usually 4C).
+        dropout: dropout on attention weights and on both residual branches.
+        layer_norm_epsilon: epsilon of both LayerNorms.
+        output_init_std: stddev for the two projections that write into the
+            residual stream.
+    """
+
+    def __init__(
+        self, hidden_dim, num_heads, mlp_dim, dropout=0.0, layer_norm_epsilon=1e-5,
+        output_init_std=0.02, **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.output_init_std = output_init_std
+        self.ln_1 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ln_1")
+        self.attn = CausalSelfAttention(
+            hidden_dim, num_heads, dropout=dropout, output_init_std=output_init_std, name="attn"
+        )
+        self.ln_2 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ln_2")
+        self.mlp_in = keras.layers.Dense(
+            mlp_dim, activation="gelu", kernel_initializer=_normal(0.02), name="mlp_in"
+        )
+        self.mlp_out = keras.layers.Dense(
+            hidden_dim, kernel_initializer=_normal(output_init_std), name="mlp_out"
+        )
+        self.resid_dropout_1 = keras.layers.Dropout(dropout, name="resid_dropout_1")
+        self.resid_dropout_2 = keras.layers.Dropout(dropout, name="resid_dropout_2")
+
+    def build(self, input_shape):
+        self.ln_1.build(input_shape)
+        self.attn.build(input_shape)
+        self.ln_2.build(input_shape)
+        self.mlp_in.build(input_shape)
+        self.mlp_out.build((*input_shape[:-1], self.mlp_dim))
+
+    def forward(self, x, training=False, cache=None, cache_index=0):
+        """Return ``(output, attention_weights, new_cache)``; see CausalSelfAttention."""
+        h, weights, new_cache = self.attn.forward(
+            self.ln_1(x), training=training, cache=cache, cache_index=cache_index
+        )
+        x = x + self.resid_dropout_1(h, training=training)  # (B, T, C)
+        h = self.mlp_out(self.mlp_in(self.ln_2(x)))  # (B, T, C) via (B, T, mlp_dim)
+        x = x + self.resid_dropout_2(h, training=training)
+        return x, weights, new_cache
+
+    def call(self, x, training=False):
+        return self.forward(x, training=training)[0]
+
+    def get_config(self):
+        keys = ("hidden_dim", "num_heads", "mlp_dim", "dropout", "layer_norm_epsilon",
+                "output_init_std")
+        return {**super().get_config(), **{key: getattr(self, key) for key in keys}}
+
+
+@keras.saving.register_keras_serializable(package="llmft")
+class GPT(keras.Model):
+    """Decoder-only Transformer language model; ``call`` returns logits (B, T, V).
+
+    ``call(token_ids, training=False, return_hidden_states=False)``: with
+    ``return_hidden_states=True`` it returns the final hidden states instead.
+
+    Introduced in chapter 2, pretrained in chapter 3.
+
+    Args:
+        vocab_size: number of token ids V.
+        context_length: longest sequence the model accepts (learned positions).
+        num_layers: number of Transformer blocks.
+        num_heads: attention heads per block; must divide hidden_dim.
+        hidden_dim: width C of embeddings and the residual stream.
+        mlp_dim: MLP hidden width; default ``4 * hidden_dim``.
+        dropout: dropout rate in [0, 1) for embeddings, attention, residuals.
+        tie_embeddings: reuse the token embedding matrix as the output layer
+            (saves V*C parameters and usually helps small models).
+        layer_norm_epsilon: epsilon of every LayerNorm.
+
+    Example:
+        >>> model = GPT(vocab_size=100, context_length=16, num_layers=2,
+        ...             num_heads=2, hidden_dim=32)
+        >>> tuple(model(np.zeros((1, 16), "int32")).shape)
+        (1, 16, 100)
+    """
+
+    def __init__(
+        self, *, vocab_size, context_length, num_layers, num_heads, hidden_dim,
+        mlp_dim=None, dropout=0.0, tie_embeddings=True, layer_norm_epsilon=1e-5, **kwargs,
+    ):
+        for name, value in [
+            ("vocab_size", vocab_size), ("context_length", context_length),
+            ("num_layers", num_layers), ("num_heads", num_heads), ("hidden_dim", hidden_dim),
+        ]:
+            _check_int(name, value)
+        if hidden_dim % num_heads:
+            raise ValueError(
+                f"hidden_dim must be divisible by num_heads={num_heads}; got {hidden_dim!r}"
+            )
+        if mlp_dim is None:
+            mlp_dim = 4 * hidden_dim
+        _check_int("mlp_dim", mlp_dim)
+        _check_dropout(dropout)
+        if not isinstance(tie_embeddings, bool):
+            raise ValueError(f"tie_embeddings must be True or False; got {tie_embeddings!r}")
+        super().__init__(**kwargs)
+        self.vocab_size = int(vocab_size)
+        self.context_length = int(context_length)
+        self.num_layers = int(num_layers)
+        self.num_heads = int(num_heads)
+        self.hidden_dim = int(hidden_dim)
+        self.mlp_dim = int(mlp_dim)
+        self.dropout = float(dropout)
+        self.tie_embeddings = tie_embeddings
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+        self.token_embedding = keras.layers.Embedding(
+            vocab_size, hidden_dim, embeddings_initializer=_normal(0.02), name="token_embedding"
+        )
+        self.position_embedding = keras.layers.Embedding(
+            context_length, hidden_dim, embeddings_initializer=_normal(0.02),
+            name="position_embedding",
+        )
+        self.embed_dropout = keras.layers.Dropout(dropout, name="embed_dropout")
+        # GPT-2: scale the init of layers that add into the residual stream by
+        # 1/sqrt(2 * num_layers), so its variance does not grow with depth.
+        residual_std = 0.02 / math.sqrt(2 * num_layers)
+        self.blocks = [
+            TransformerBlock(
+                hidden_dim, num_heads, self.mlp_dim, dropout=dropout,
+                layer_norm_epsilon=layer_norm_epsilon, output_init_std=residual_std,
+                name=f"block_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.final_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ln_f")
+        self.lm_head = None
+        if not tie_embeddings:
+            self.lm_head = keras.layers.Dense(
+                vocab_size, use_bias=False, kernel_initializer=_normal(0.02), name="lm_head"
+            )
+
+    @property
+    def head_dim(self):
+        return self.hidden_dim // self.num_heads
+
+    def build(self, input_shape):
+        x_shape = (input_shape[0], input_shape[1], self.hidden_dim)
+        self.token_embedding.build(input_shape)
+        self.position_embedding.build((input_shape[1],))
+        for block in self.blocks:
+            block.build(x_shape)
+        self.final_norm.build(x_shape)
+        if self.lm_head is not None:
+            self.lm_head.build(x_shape)
+
+    def _prepare(self, token_ids, extra=0):
+        """Check ``token_ids`` is (B, T) with T (+ extra) <= context_length; build if needed."""
+        if not hasattr(token_ids, "shape") or not hasattr(token_ids, "dtype"):
+            token_ids = np.asarray(token_ids)
+        if isinstance(token_ids, np.ndarray):
+            token_ids = token_ids.astype("int32")
+        shape = tuple(token_ids.shape)
+        if len(shape) != 2:
+            raise ValueError(f"token_ids must have shape (batch, length); got shape {shape}")
+        # Only a known length can be checked (None or a symbolic JAX dimension
+        # while Keras infers output shapes).
+        if isinstance(shape[1], int) and shape[1] + extra > self.context_length:
+            raise ValueError(
+                f"token_ids is longer than context_length={self.context_length}; "
+                f"got length {shape[1]}" + (f" at cache_index {extra}" if extra else "")
+            )
+        if not self.built:
+            self.build(shape)
+        return token_ids
+
+    def _embed(self, token_ids, positions, training):
+        x = self.token_embedding(token_ids)  # (B, T, C)
+        x = x + self.position_embedding(positions)[None]  # (1, T, C) broadcast over B
+        return self.embed_dropout(x, training=training)
+
+    def _forward(self, token_ids, training):
+        token_ids = self._prepare(token_ids)
+        x = self._embed(token_ids, ops.arange(ops.shape(token_ids)[1]), training)
+        weights = []
+        for block in self.blocks:
+            x, w, _ = block.forward(x, training=training)
+            weights.append(w)
+        return self.final_norm(x), weights  # (B, T, C), L x (B, H, T, T)
+
+    def _logits(self, x):
+        if self.lm_head is None:
+            # Tied: the output layer is the transposed token embedding.
+            kernel = ops.cast(self.token_embedding.embeddings, x.dtype)  # (V, C)
+            logits = ops.matmul(x, ops.transpose(kernel))  # (B, T, V)
+        else:
+            logits = self.lm_head(x)
+        # float32 logits keep the softmax in the loss accurate under mixed precision.
+        return ops.cast(logits, "float32")
+
+    def call(self, token_ids, training=False, return_hidden_states=False):
+        hidden, _ = self._forward(token_ids, training)  # (B, T, C)
+        return hidden if return_hidden_states else self._logits(hidden)  # (B, T, V)
+
+    def hidden_states(self, token_ids, training=False):
+        """Final (post-LayerNorm) hidden states, shape (B, T, hidden_dim).
+
+        Classification heads (``llmft.heads``) sit on these. Goes through
+        ``__call__``, so it also works on ``keras.Input`` tensors.
+        """
+        if isinstance(token_ids, (list, tuple)):
+            token_ids = np.asarray(token_ids, dtype="int32")
+        return self(token_ids, training=training, return_hidden_states=True)
+
+    def attention_weights(self, token_ids):
+        """Attention weights of every layer (inference mode), for plots.
+
+        Returns:
+            list of ``num_layers`` numpy arrays, each (B, num_heads, T, T);
+            row t is how much token t attends to each token <= t.
+        """
+        _, weights = self._forward(token_ids, training=False)
+        return [ops.convert_to_numpy(w) for w in weights]
+
+    def init_cache(self, batch_size, max_length=None):
+        """An empty KV cache: zeros of shape (B, num_layers, 2, H, S, D).
+
+        ``max_length`` (S) defaults to ``context_length`` and cannot exceed it:
+        the model has no position embedding beyond the context.
+        """
+        _check_int("batch_size", batch_size)
+        max_length = self.context_length if max_length is None else max_length
+        _check_int("max_length", max_length)
+        if max_length > self.context_length:
+            raise ValueError(
+                f"max_length must be <= context_length={self.context_length}; got {max_length}"
+            )
+        shape = (batch_size, self.num_layers, 2, self.num_heads, max_length, self.head_dim)
+        return ops.zeros(shape, dtype=self.compute_dtype)
+
+    def call_with_cache(self, token_ids, cache, cache_index):
+        """Run ``token_ids`` at positions ``cache_index ...`` using cached keys/values.
+
+        Feed the prompt once (``cache_index=0``), then one token at a time:
+        each step costs O(T) instead of recomputing the whole sequence.
+
+        Args:
+            token_ids: (B, T) new tokens.
+            cache: from :meth:`init_cache` or a previous call.
+            cache_index: position of ``token_ids[:, 0]`` (number of tokens
+                already in the cache).
+
+        Returns:
+            ``(logits, new_cache)``: logits (B, T, V) equal to the full
+            forward pass's logits at these positions.
+        """
+        if isinstance(cache_index, (int, np.integer)):
+            _check_int("cache_index", cache_index, minimum=0)
+            token_ids = self._prepare(token_ids, extra=int(cache_index))
+            length = int(token_ids.shape[1])
+            if cache_index + length > cache.shape[4]:
+                raise ValueError(
+                    f"cache_index + length must be <= the cache length {cache.shape[4]}; "
+                    f"got cache_index={cache_index}, length={length}"
+                )
+        else:
+            token_ids = self._prepare(token_ids)
+        positions = ops.arange(ops.shape(token_ids)[1]) + cache_index
+        x = self._embed(token_ids, positions, training=False)
+        new_caches = []
+        for i, block in enumerate(self.blocks):
+            x, _, layer_cache = block.forward(x, cache=cache[:, i], cache_index=cache_index)
+            new_caches.append(layer_cache)  # (B, 2, H, S, D)
+        logits = self._logits(self.final_norm(x))
+        return logits, ops.stack(new_caches, axis=1)
+
+    def get_config(self):
+        keys = ("vocab_size", "context_length", "num_layers", "num_heads", "hidden_dim",
+                "mlp_dim", "dropout", "tie_embeddings", "layer_norm_epsilon")
+        return {**super().get_config(), **{key: getattr(self, key) for key in keys}}
+
+
+def from_preset(name, vocab_size, **overrides):
+    """Build a :class:`GPT` from ``PRESETS[name]``; ``overrides`` replace preset values.
+
+    Example:
+        >>> from_preset("tiny", vocab_size=50).context_length
+        32
+    """
+    if name not in PRESETS:
+        raise ValueError(f"name must be one of {sorted(PRESETS)}; got {name!r}")
+    return GPT(vocab_size=vocab_size, **{**PRESETS[name], **overrides})

@@ -1,0 +1,312 @@
+"""Metrics: cross-entropy and perplexity, n-gram baselines, classification scores.
+
+Cross-entropy, perplexity and the n-gram baselines are introduced in
+chapter 4 (and used to judge pretraining in chapter 3); accuracy,
+precision/recall/F1 and the confusion matrix in chapter 5. All functions
+work on numpy arrays; losses are in nats (natural log) per token.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+AVERAGES = ("binary", "macro")
+
+
+def _int_array(name, values, ndim=None):
+    array = np.asarray(values)
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must hold integers; got dtype {array.dtype}")
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D; got shape {array.shape}")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} must be >= 0; got a value {array.min()}")
+    return array.astype(np.int64)
+
+
+def log_softmax(logits, axis=-1):
+    """Numerically stable ``log(softmax(logits))`` (subtract the max first)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - np.max(logits, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def cross_entropy(targets, predictions, *, from_logits=True):
+    """Mean ``-log p(target)`` in nats over all positions.
+
+    Args:
+        targets: integer ids, any shape (...).
+        predictions: logits (or probabilities if ``from_logits=False``) of
+            shape (..., V).
+        from_logits: whether ``predictions`` are logits.
+
+    Example:
+        >>> round(cross_entropy([0], [[0.0, 0.0]]), 4)  # log 2
+        0.6931
+    """
+    targets = _int_array("targets", targets)
+    predictions = np.asarray(predictions, dtype=np.float64)
+    if predictions.shape[:-1] != targets.shape or targets.size == 0:
+        raise ValueError(
+            "predictions must have shape targets.shape + (V,) with at least one target; "
+            f"got predictions {predictions.shape} for targets {targets.shape}"
+        )
+    vocab = predictions.shape[-1]
+    if targets.max() >= vocab:
+        raise ValueError(f"targets must be < V={vocab}; got a value {targets.max()}")
+    if from_logits:
+        log_probs = log_softmax(predictions)
+    else:
+        if predictions.min() < 0 or not np.allclose(predictions.sum(-1), 1.0, atol=1e-4):
+            raise ValueError(
+                "predictions must be probabilities (>= 0, summing to 1 on the last axis) "
+                "when from_logits=False; got values that are not"
+            )
+        with np.errstate(divide="ignore"):
+            log_probs = np.log(predictions)
+    picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)
+    return float(-picked.mean())
+
+
+def perplexity(loss):
+    """``exp(loss)`` for a cross-entropy in nats: the effective number of choices.
+
+    Example:
+        >>> round(perplexity(math.log(50)), 6)  # uniform over 50 tokens
+        50.0
+    """
+    if isinstance(loss, bool) or not isinstance(loss, (int, float, np.floating, np.integer)) \
+            or math.isnan(loss) or loss < 0:
+        raise ValueError(f"loss must be a number >= 0 (nats); got {loss!r}")
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+class _NGram:
+    def __init__(self, add_k=1.0, vocab_size=None):
+        if isinstance(add_k, bool) or not isinstance(add_k, (int, float)) or not add_k >= 0:
+            raise ValueError(f"add_k must be a number >= 0; got {add_k!r}")
+        if vocab_size is not None and (
+            isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer))
+            or vocab_size < 1
+        ):
+            raise ValueError(f"vocab_size must be an integer >= 1 (or None); got {vocab_size!r}")
+        self.add_k = float(add_k)
+        self.vocab_size = vocab_size
+        self.fitted = False
+
+    def _ids(self, ids, minimum, fitting=False):
+        ids = _int_array("ids", ids, ndim=1)
+        if ids.size < minimum:
+            raise ValueError(f"ids must hold at least {minimum} tokens; got {ids.size}")
+        if fitting:
+            if self.vocab_size is None:
+                self.vocab_size = int(ids.max()) + 1
+        elif not self.fitted:
+            raise ValueError("call fit(ids) before cross_entropy(ids)")
+        if ids.max() >= self.vocab_size:
+            raise ValueError(f"ids must be < vocab_size={self.vocab_size}; got a value {ids.max()}")
+        return ids
+
+    @staticmethod
+    def _mean_nll(probs):
+        with np.errstate(divide="ignore"):
+            return float(-np.log(probs).mean())
+
+
+class UnigramLM(_NGram):
+    """Add-k smoothed unigram model: ``p(w) = (c(w) + k) / (N + k V)``.
+
+    The baseline that ignores context; with ``k > 0`` a token unseen in
+    training still gets a finite loss. Introduced in chapter 4.
+
+    Args:
+        add_k: pseudo-count added to every token (0 = maximum likelihood).
+        vocab_size: V; default ``max(ids) + 1`` of the training ids.
+
+    Example:
+        >>> round(UnigramLM(add_k=1).fit([0, 0, 1]).cross_entropy([0, 1]), 4)  # p = 3/5, 2/5
+        0.7136
+    """
+
+    def fit(self, ids):
+        ids = self._ids(ids, 1, fitting=True)
+        self.counts = np.bincount(ids, minlength=self.vocab_size).astype(np.float64)
+        self.fitted = True
+        return self
+
+    def probabilities(self):
+        """p(w) for every token id, shape (V,)."""
+        if not self.fitted:
+            raise ValueError("call fit(ids) before probabilities()")
+        k, vocab = self.add_k, self.vocab_size
+        return (self.counts + k) / (self.counts.sum() + k * vocab)
+
+    def cross_entropy(self, ids):
+        """Mean nats per token of ``ids``."""
+        ids = self._ids(ids, 1)
+        return self._mean_nll(self.probabilities()[ids])
+
+
+class BigramLM(_NGram):
+    """Add-k smoothed bigram model: ``p(w | u) = (c(u, w) + k) / (c(u, .) + k V)``.
+
+    Counts are kept sparse (pairs that occur), so a 5000-token vocabulary
+    does not need a 5000 x 5000 table. Introduced in chapter 4.
+
+    Args:
+        add_k: pseudo-count added to every pair (0 = maximum likelihood; an
+            unseen pair then costs infinitely many nats).
+        vocab_size: V; default ``max(ids) + 1`` of the training ids.
+
+    Example:
+        >>> round(BigramLM(add_k=1).fit([0, 1, 0, 1]).cross_entropy([0, 1]), 4)  # p(1|0) = 3/4
+        0.2877
+    """
+
+    def fit(self, ids):
+        ids = self._ids(ids, 2, fitting=True)
+        vocab = self.vocab_size
+        pairs = ids[:-1] * vocab + ids[1:]  # one integer code per (u, w)
+        self.pair_codes, self.pair_counts = np.unique(pairs, return_counts=True)
+        # c(u, .): how often u is followed by anything (the last token is not).
+        self.context_counts = np.bincount(ids[:-1], minlength=vocab).astype(np.float64)
+        self.fitted = True
+        return self
+
+    def pair_count(self, prev, nxt):
+        """c(prev, nxt) for arrays of ids (0 where the pair never occurred)."""
+        codes = np.asarray(prev, dtype=np.int64) * self.vocab_size + np.asarray(nxt)
+        where = np.searchsorted(self.pair_codes, codes)
+        where = np.minimum(where, len(self.pair_codes) - 1)
+        found = self.pair_codes[where] == codes
+        return np.where(found, self.pair_counts[where], 0).astype(np.float64)
+
+    def cross_entropy(self, ids):
+        """Mean nats per predicted token: every token of ``ids`` but the first
+        (which has no previous token) is predicted from the one before it."""
+        ids = self._ids(ids, 2)
+        prev, nxt = ids[:-1], ids[1:]
+        k, vocab = self.add_k, self.vocab_size
+        denominator = self.context_counts[prev] + k * vocab
+        with np.errstate(invalid="ignore", divide="ignore"):
+            probs = (self.pair_count(prev, nxt) + k) / denominator
+        # k = 0 and a context never seen in training: 0/0; count it as p = 0.
+        return self._mean_nll(np.nan_to_num(probs, nan=0.0))
+
+
+def model_cross_entropy(model, ids, context_length, batch_size=32):
+    """Held-out cross-entropy (nats per token) of a Keras language model.
+
+    The stream is cut into non-overlapping windows of ``context_length``
+    inputs; every position predicts the token after it. A tail shorter than
+    a full window is left out, so every batch has the same shape (one
+    compiled function). Note that early positions of each window see little
+    context, so this is a bit higher than a sliding-window evaluation.
+
+    Args:
+        model: ``model(x)`` maps ids (B, T) to logits (B, T, V).
+        ids: 1-D held-out token ids (at least ``context_length + 1``).
+        context_length: window length T.
+        batch_size: windows per forward pass.
+    """
+    ids = _int_array("ids", ids, ndim=1)
+    for name, value in (("context_length", context_length), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    num_windows = (ids.size - 1) // context_length
+    if num_windows < 1:
+        raise ValueError(
+            f"ids must hold at least context_length + 1 = {context_length + 1} tokens; "
+            f"got {ids.size}"
+        )
+    used = num_windows * context_length
+    inputs = ids[:used].reshape(num_windows, context_length).astype("int32")
+    targets = ids[1 : used + 1].reshape(num_windows, context_length)
+    total = 0.0
+    for start in range(0, num_windows, batch_size):
+        x = inputs[start : start + batch_size]
+        # predict_on_batch runs the compiled predict function (fast), batch by
+        # batch, so the full (N, T, V) logits never sit in memory at once.
+        logits = np.asarray(model.predict_on_batch(x))
+        total += cross_entropy(targets[start : start + batch_size], logits) * x.size
+    return total / used
+
+
+def _labels(y_true, y_pred):
+    y_true = _int_array("y_true", y_true, ndim=1)
+    y_pred = _int_array("y_pred", y_pred, ndim=1)
+    if y_true.size != y_pred.size or y_true.size == 0:
+        raise ValueError(
+            f"y_true and y_pred must have the same non-zero length; got {y_true.size} "
+            f"and {y_pred.size}"
+        )
+    return y_true, y_pred
+
+
+def accuracy(y_true, y_pred):
+    """Fraction of predictions equal to the labels."""
+    y_true, y_pred = _labels(y_true, y_pred)
+    return float(np.mean(y_true == y_pred))
+
+
+def confusion_matrix(y_true, y_pred, num_classes=None):
+    """Counts ``m[i, j]`` of examples with label i predicted as j.
+
+    Labels are integers 0..num_classes-1; ``num_classes`` defaults to
+    ``max(label) + 1`` over both arrays.
+    """
+    y_true, y_pred = _labels(y_true, y_pred)
+    largest = int(max(y_true.max(), y_pred.max()))
+    if num_classes is None:
+        num_classes = largest + 1
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes <= largest:
+        raise ValueError(
+            f"num_classes must be an integer > every label ({largest}); got {num_classes!r}"
+        )
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+def _prf(tp, fp, fn):
+    # 0/0 counts as 0, as scikit-learn does with zero_division=0.
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def precision_recall_f1(y_true, y_pred, *, average="binary", pos_label=1, num_classes=None):
+    """Precision, recall and F1 as a tuple of floats.
+
+    Args:
+        y_true, y_pred: integer labels, 1-D.
+        average: ``"binary"`` scores only ``pos_label``; ``"macro"`` averages
+            the per-class scores with equal weight (F1 is the mean of the
+            per-class F1s, as in scikit-learn).
+        pos_label: the positive class for ``average="binary"``.
+        num_classes: for ``"macro"``, the classes 0..num_classes-1; default
+            the labels that occur in either array (scikit-learn's rule).
+    """
+    y_true, y_pred = _labels(y_true, y_pred)
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}; got {average!r}")
+    if average == "binary":
+        if isinstance(pos_label, bool) or not isinstance(pos_label, (int, np.integer)):
+            raise ValueError(f"pos_label must be an integer label; got {pos_label!r}")
+        tp = int(np.sum((y_pred == pos_label) & (y_true == pos_label)))
+        fp = int(np.sum((y_pred == pos_label) & (y_true != pos_label)))
+        fn = int(np.sum((y_pred != pos_label) & (y_true == pos_label)))
+        return _prf(tp, fp, fn)
+    # confusion_matrix validates num_classes; without it the matrix covers
+    # every label that occurs, and only those labels are averaged.
+    matrix = confusion_matrix(y_true, y_pred, num_classes)
+    classes = np.union1d(y_true, y_pred) if num_classes is None else range(num_classes)
+    scores = []
+    for c in classes:
+        tp = matrix[c, c]
+        scores.append(_prf(tp, matrix[:, c].sum() - tp, matrix[c].sum() - tp))
+    return tuple(float(np.mean(column)) for column in zip(*scores))

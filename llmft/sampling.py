@@ -1,0 +1,217 @@
+"""Text generation: greedy decoding, temperature, top-k and top-p sampling.
+
+Introduced in chapter 6 (6.6 generation); chapter 3 uses :func:`generate` to
+show what the pretrained models write. The model runs on the Keras backend;
+the choice of the next token happens in numpy on the last position's
+logits, so a seed gives the same tokens on every backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import ops
+
+STRATEGIES = ("greedy", "sample")
+
+
+def _as_logits(logits):
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"logits must have a non-empty last axis; got shape {logits.shape}")
+    return logits
+
+
+def top_k_filter(logits, k):
+    """Keep the ``k`` largest logits on the last axis; set the others to ``-inf``.
+
+    Exactly ``k`` survive: among equal logits the lower index wins (as with
+    ``argmax``), so ``k=1`` is greedy decoding. ``k >= V`` changes nothing.
+
+    Example:
+        >>> top_k_filter([1.0, 3.0, 2.0], 2).tolist()
+        [-inf, 3.0, 2.0]
+    """
+    logits = _as_logits(logits)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+    if k >= logits.shape[-1]:
+        return logits.copy()
+    keep = np.argsort(-logits, axis=-1, kind="stable")[..., :k]
+    out = np.full_like(logits, -np.inf)
+    np.put_along_axis(out, keep, np.take_along_axis(logits, keep, axis=-1), axis=-1)
+    return out
+
+
+def top_p_filter(logits, p):
+    """Nucleus filter: keep the most likely tokens whose total probability reaches ``p``.
+
+    Tokens are taken in order of decreasing probability until the running
+    sum is >= ``p``; the most likely token is always kept, so a tiny ``p``
+    is greedy decoding and ``p=1`` changes nothing. The rest become ``-inf``.
+
+    Example:
+        >>> top_p_filter(np.log([0.5, 0.3, 0.2]), 0.7).round(3).tolist()
+        [-0.693, -1.204, -inf]
+    """
+    logits = _as_logits(logits)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+        raise ValueError(f"p must be in (0, 1]; got {p!r}")
+    if p == 1:
+        return logits.copy()
+    order = np.argsort(-logits, axis=-1, kind="stable")
+    sorted_probs = _softmax(np.take_along_axis(logits, order, axis=-1))
+    # Probability mass before each token: keep a token while that mass < p.
+    mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs
+    keep_sorted = mass_before < p
+    keep = np.zeros_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    return np.where(keep, logits, -np.inf)
+
+
+def _softmax(logits):
+    shifted = logits - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _check_options(strategy, temperature, top_k, top_p, max_new_tokens):
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+            or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0; got {max_new_tokens!r}")
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+        or not temperature > 0
+    ):
+        raise ValueError(f"temperature must be a number > 0 (or None); got {temperature!r}")
+    if top_k is not None and (
+        isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1
+    ):
+        raise ValueError(f"top_k must be an integer >= 1 (or None); got {top_k!r}")
+    if top_p is not None and (
+        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1
+    ):
+        raise ValueError(f"top_p must be in (0, 1] (or None); got {top_p!r}")
+    sampling_args = (temperature, top_k, top_p) != (None, None, None)
+    if strategy is None:
+        strategy = "sample" if sampling_args else "greedy"
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES} (or None); got {strategy!r}")
+    if strategy == "greedy" and sampling_args:
+        raise ValueError(
+            "strategy='greedy' takes no temperature/top_k/top_p; got "
+            f"temperature={temperature!r}, top_k={top_k!r}, top_p={top_p!r}"
+        )
+    return strategy
+
+
+def _as_prompt(prompt_ids):
+    prompt = np.asarray(prompt_ids)
+    if prompt.ndim == 2 and prompt.shape[0] == 1:
+        prompt = prompt[0]
+    if prompt.ndim != 1:
+        raise ValueError(
+            f"prompt_ids must be a 1-D sequence of ids (or shape (1, T)); got shape {prompt.shape}"
+        )
+    if prompt.size == 0:
+        raise ValueError("prompt_ids must contain at least one token; got an empty prompt")
+    if not np.issubdtype(prompt.dtype, np.integer):
+        raise ValueError(f"prompt_ids must be integer token ids; got dtype {prompt.dtype}")
+    return [int(i) for i in prompt]
+
+
+def generate(
+    model, prompt_ids, max_new_tokens, *, strategy=None, temperature=None, top_k=None,
+    top_p=None, seed=None, stop_ids=(), use_cache=True,
+):
+    """Continue ``prompt_ids`` with up to ``max_new_tokens`` tokens; return the new ids.
+
+    With no sampling option the decoding is greedy (argmax). Any of
+    ``temperature``, ``top_k``, ``top_p`` switches to sampling; they apply in
+    that order (divide by temperature, keep the top k, keep the nucleus p).
+
+    The model sees at most ``model.context_length`` tokens (when it has that
+    attribute, like :class:`llmft.gpt.GPT`). With ``use_cache=True`` and a
+    model that has ``init_cache`` the KV cache is used while the sequence
+    fits in the context; past it, generation continues without the cache on
+    a sliding window of the last ``context_length`` tokens, exactly as
+    ``use_cache=False`` does, so both give the same tokens. Models without a
+    context length (the LSTM) always see the whole sequence.
+
+    Args:
+        model: a Keras language model; ``model(ids)`` gives logits (1, T, V).
+        prompt_ids: 1-D sequence of token ids (or shape (1, T)).
+        max_new_tokens: most tokens to generate (>= 0).
+        strategy: ``"greedy"``, ``"sample"`` or ``None`` (greedy unless a
+            sampling option is given).
+        temperature: > 0; below 1 sharpens, above 1 flattens the distribution.
+            ``None`` means 1 when sampling.
+        top_k: keep only the k most likely tokens (>= 1).
+        top_p: keep the smallest set of tokens with total probability >= p.
+        seed: seed (or ``numpy.random.Generator``) for reproducible sampling.
+        stop_ids: token ids that end generation; the stop token itself is
+            not included in the result.
+        use_cache: use the model's KV cache if it has one.
+
+    Returns:
+        list of int: the generated ids, without the prompt.
+
+    Example (``model`` a trained GPT, ``tokenizer`` from :mod:`llmft.tokenizers`)::
+
+        new_ids = generate(model, tokenizer.encode("今天"), 50, temperature=0.8, top_k=50, seed=0)
+    """
+    strategy = _check_options(strategy, temperature, top_k, top_p, max_new_tokens)
+    tokens = _as_prompt(prompt_ids)
+    context = getattr(model, "context_length", None)
+    if context is not None and len(tokens) > context:
+        raise ValueError(
+            f"prompt_ids is longer than the model's context_length={context}; "
+            f"got {len(tokens)} tokens"
+        )
+    stop = {int(s) for s in stop_ids}
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    new = []
+    if max_new_tokens == 0:
+        return new
+
+    caching = bool(use_cache) and hasattr(model, "init_cache") and context is not None
+    if caching:
+        cache = model.init_cache(1, context)
+        logits, cache = model.call_with_cache(np.array([tokens], "int32"), cache, 0)
+    else:
+        logits = _window_logits(model, tokens, context)
+
+    while True:
+        last = ops.convert_to_numpy(logits[0, -1]).astype(np.float64)  # (V,)
+        next_id = _choose(last, strategy, temperature, top_k, top_p, rng)
+        if next_id in stop:
+            break
+        new.append(next_id)
+        tokens.append(next_id)
+        if len(new) == max_new_tokens:
+            break
+        if caching and len(tokens) <= context:
+            # Only the new token goes through the model; earlier keys and
+            # values come from the cache.
+            step = np.array([[next_id]], "int32")
+            logits, cache = model.call_with_cache(step, cache, len(tokens) - 1)
+        else:
+            caching = False  # the cache is full: slide the window instead
+            logits = _window_logits(model, tokens, context)
+    return new
+
+
+def _window_logits(model, tokens, context):
+    window = tokens if context is None else tokens[-context:]
+    return model(np.array([window], "int32"), training=False)
+
+
+def _choose(logits, strategy, temperature, top_k, top_p, rng):
+    if strategy == "greedy":
+        return int(np.argmax(logits))
+    logits = logits / (1.0 if temperature is None else temperature)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    probs = _softmax(logits)
+    return int(rng.choice(probs.shape[-1], p=probs))

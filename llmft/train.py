@@ -1,0 +1,344 @@
+"""Pretraining a language model on a token stream: data, schedule, checkpoints.
+
+One function, :func:`pretrain`, trains any Keras model that maps token ids
+``(B, T)`` to next-token logits ``(B, T, V)`` (the book's GPT and LSTM). What
+it adds to ``model.fit``:
+
+1. a windowed ``tf.data`` pipeline whose batch for step ``s`` depends only on
+   ``(seed, s)``, so a resumed run sees exactly the batches it would have seen;
+2. AdamW with linear warmup and cosine decay, and global gradient clipping;
+3. validation loss every ``eval_every`` steps, one compact line each;
+4. ``.keras`` checkpoints (weights and optimizer state) written atomically,
+   and resume from the latest complete one after an interruption.
+
+Introduced in chapter 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from llmft import paths
+
+
+# ---------------------------------------------------------------------------
+# Learning-rate schedule
+# ---------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="llmft")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup to ``peak`` over ``warmup_steps``, then cosine decay to ``peak * final_ratio``.
+
+    Args:
+        peak: the learning rate after warmup.
+        warmup_steps: steps of linear increase from 0.
+        total_steps: step at which the cosine reaches its minimum.
+        final_ratio: the minimum as a fraction of ``peak``.
+
+    Example:
+        >>> sched = WarmupCosine(1e-3, warmup_steps=10, total_steps=100)
+        >>> round(float(sched(10)), 6)
+        0.001
+    """
+
+    def __init__(self, peak, warmup_steps, total_steps, final_ratio=0.1):
+        if not peak > 0:
+            raise ValueError(f"peak must be > 0; got {peak!r}")
+        if not 0 <= warmup_steps < total_steps:
+            raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}); got {warmup_steps!r}")
+        if not 0 <= final_ratio <= 1:
+            raise ValueError(f"final_ratio must be in [0, 1]; got {final_ratio!r}")
+        self.peak = float(peak)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.final_ratio = float(final_ratio)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        # 1) warmup: 0 -> peak linearly (step + 1 so the very first update is not zero)
+        warm = self.peak * (step + 1.0) / max(self.warmup_steps, 1)
+        # 2) cosine from peak down to peak * final_ratio
+        progress = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
+        progress = keras.ops.clip(progress, 0.0, 1.0)
+        cosine = 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
+        decayed = self.peak * (self.final_ratio + (1.0 - self.final_ratio) * cosine)
+        # 3) pick the phase
+        return keras.ops.where(step < self.warmup_steps, warm, decayed)
+
+    def get_config(self):
+        return {
+            "peak": self.peak,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            "final_ratio": self.final_ratio,
+        }
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+
+def _check_stream(name, ids, context_length):
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{name} must be a 1-D sequence of integer token ids; got shape {ids.shape} dtype {ids.dtype}")
+    if len(ids) < context_length + 2:
+        raise ValueError(
+            f"{name} must hold more than context_length + 1 = {context_length + 1} tokens; got {len(ids)}"
+        )
+    return ids.astype(np.int32)
+
+
+def window_batches(ids, *, batch_size, context_length, seed, start_step=0, num_steps=None):
+    """``tf.data`` of ``(inputs, targets)`` windows sampled at random offsets.
+
+    The offsets of step ``s`` come from a stateless RNG seeded by
+    ``(seed, s)``: the batch of step ``s`` is the same in a fresh run and in
+    a run resumed at ``s``. Targets are the inputs shifted by one token.
+    """
+    import tensorflow as tf
+
+    ids = _check_stream("ids", ids, context_length)
+    tokens = tf.constant(ids)
+    high = len(ids) - context_length - 1
+    offsets = tf.range(context_length + 1, dtype=tf.int64)
+
+    def batch_for(step):
+        starts = tf.random.stateless_uniform(
+            [batch_size], seed=tf.stack([tf.cast(seed, tf.int64), step]), maxval=high + 1, dtype=tf.int64
+        )
+        windows = tf.gather(tokens, starts[:, None] + offsets[None, :])  # (B, T + 1)
+        return windows[:, :-1], windows[:, 1:]
+
+    steps = tf.data.Dataset.range(start_step, start_step + num_steps) if num_steps else \
+        tf.data.Dataset.range(start_step, 2**62)
+    return steps.map(batch_for, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def eval_batches(ids, *, batch_size, context_length, max_batches=None):
+    """Non-overlapping windows covering ``ids`` in order (for validation loss)."""
+    import tensorflow as tf
+
+    ids = _check_stream("val_ids", ids, context_length)
+    n = (len(ids) - 1) // context_length
+    inputs = ids[: n * context_length].reshape(n, context_length)
+    targets = ids[1 : n * context_length + 1].reshape(n, context_length)
+    if max_batches is not None:
+        inputs, targets = inputs[: max_batches * batch_size], targets[: max_batches * batch_size]
+    return tf.data.Dataset.from_tensor_slices((inputs, targets)).batch(batch_size)
+
+
+def token_stream(documents, tokenizer):
+    """Concatenate documents into one id stream, each followed by ``<eos>``."""
+    if isinstance(documents, str) or not documents:
+        raise ValueError(f"documents must be a non-empty list of strings; got {documents!r:.80}")
+    out = []
+    for doc in documents:
+        out.extend(tokenizer.encode(doc, add_eos=True))
+    return np.asarray(out, dtype=np.int32)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------
+
+LATEST = "latest.json"
+
+
+def save_checkpoint(model, directory, step, history):
+    """Write ``step-XXXXXXX.keras`` atomically, then point ``latest.json`` at it.
+
+    The model file is saved under a temporary name and renamed; only then is
+    ``latest.json`` (also written atomically) updated. A crash at any moment
+    leaves ``latest.json`` naming a complete checkpoint. Older checkpoints
+    beyond the newest two are removed.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:07d}.keras"
+    tmp = directory / f".{name}.tmp.keras"  # Keras insists on the .keras suffix
+    model.save(tmp)
+    os.replace(tmp, directory / name)
+    paths.atomic_write_json(directory / LATEST, {"checkpoint": name, "step": step, "history": history})
+    for old in sorted(directory.glob("step-*.keras"))[:-2]:
+        old.unlink(missing_ok=True)
+    return directory / name
+
+
+def latest_checkpoint(directory):
+    """``(path, step, history)`` of the newest complete checkpoint, or ``None``."""
+    meta = Path(directory) / LATEST
+    if not meta.is_file():
+        return None
+    info = json.loads(meta.read_text(encoding="utf-8"))
+    path = Path(directory) / info["checkpoint"]
+    if not path.is_file():
+        raise ValueError(f"directory {str(directory)!r}: {LATEST} names {info['checkpoint']} which is missing")
+    return path, int(info["step"]), info["history"]
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`pretrain` (see there)."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    clip_norm: float = 1.0
+    eval_every: int = 100
+    eval_batches: int | None = 20
+    seed: int = 0
+    jit_compile: bool = True
+
+    def validate(self):
+        for name in ("steps", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.steps % self.eval_every:
+            raise ValueError(f"steps must be a multiple of eval_every={self.eval_every}; got {self.steps!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate!r}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"warmup_steps must be in [0, steps={self.steps}); got {self.warmup_steps!r}")
+        if self.weight_decay < 0 or not self.clip_norm > 0:
+            raise ValueError(
+                f"weight_decay must be >= 0 and clip_norm > 0; got {self.weight_decay!r}, {self.clip_norm!r}"
+            )
+
+
+def compile_for_pretraining(model, config: TrainConfig):
+    """AdamW + warmup/cosine + global-norm clipping, loss on logits."""
+    schedule = WarmupCosine(config.learning_rate, config.warmup_steps, config.steps)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=schedule, weight_decay=config.weight_decay, beta_2=0.99, global_clipnorm=config.clip_norm
+    )
+    # No weight decay on LayerNorm scales/biases and biases: it would pull them to 0.
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+class _Progress(keras.callbacks.Callback):
+    """One line per evaluation; records history and writes checkpoints."""
+
+    def __init__(self, runner):
+        super().__init__()
+        self.runner = runner
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.runner.after_eval(logs or {})
+
+
+class _Runner:
+    def __init__(self, model, config, val_data, checkpoint_dir, verbose, start_step, history, tokens_per_step):
+        self.model, self.config, self.val_data = model, config, val_data
+        self.checkpoint_dir, self.verbose = checkpoint_dir, verbose
+        self.step, self.history, self.tokens_per_step = start_step, history, tokens_per_step
+        self.start = time.perf_counter()
+        self.seconds_before = history[-1]["seconds"] if history else 0.0
+
+    def after_eval(self, logs):
+        self.step = min(self.step + self.config.eval_every, self.config.steps)
+        val_loss = float(self.model.evaluate(self.val_data, verbose=0)) if self.val_data is not None else None
+        row = {
+            "step": self.step,
+            "tokens": self.step * self.tokens_per_step,
+            "train_loss": float(logs.get("loss", float("nan"))),
+            "val_loss": val_loss,
+            "seconds": round(self.seconds_before + time.perf_counter() - self.start, 2),
+        }
+        self.history.append(row)
+        if self.verbose:
+            val = f"{val_loss:.4f}" if val_loss is not None else "-"
+            print(f"step {row['step']:>6d}  tokens {row['tokens']:>10,d}  train {row['train_loss']:.4f}  "
+                  f"val {val}  {row['seconds']:.0f}s", flush=True)
+        if self.checkpoint_dir is not None:
+            save_checkpoint(self.model, self.checkpoint_dir, self.step, self.history)
+
+
+def pretrain(model, train_ids, val_ids=None, *, config: TrainConfig | None = None,
+             context_length=None, checkpoint_dir=None, verbose=True, **overrides):
+    """Train ``model`` to predict the next token of ``train_ids``.
+
+    Args:
+        model: a Keras model ``(B, T) ids -> (B, T, V) logits``.
+        context_length: tokens per training window; default the model's
+            ``context_length`` attribute (an LSTM has none: pass it).
+        train_ids: 1-D integer token stream (e.g. :func:`token_stream`).
+        val_ids: held-out stream for the validation loss (optional).
+        config: a :class:`TrainConfig`; keyword ``overrides`` replace fields.
+        checkpoint_dir: if given, a checkpoint is written after every
+            evaluation, and a run started again with the same directory
+            resumes from the latest complete checkpoint.
+        verbose: print one line per evaluation.
+
+    Returns:
+        ``(model, history)``: the trained model (the resumed one if a
+        checkpoint was loaded) and a list of dicts with ``step``, ``tokens``,
+        ``train_loss``, ``val_loss`` (nats per token) and ``seconds``.
+    """
+    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    config.validate()
+    if context_length is None:
+        context_length = getattr(model, "context_length", None)
+    if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 1:
+        raise ValueError(f"context_length must be a positive integer (or a model attribute); got {context_length!r}")
+    train_ids = _check_stream("train_ids", train_ids, context_length)
+
+    start_step, history = 0, []
+    if checkpoint_dir is not None:
+        found = latest_checkpoint(checkpoint_dir)
+        if found is not None:
+            path, start_step, history = found
+            model = keras.saving.load_model(path, safe_mode=True)
+            if verbose:
+                print(f"resumed from {path.name} at step {start_step}")
+    if not getattr(model, "optimizer", None) or not model.compiled:
+        compile_for_pretraining(model, config)
+    if start_step >= config.steps:
+        return model, history
+
+    val_data = None
+    if val_ids is not None:
+        val_data = eval_batches(val_ids, batch_size=config.batch_size, context_length=context_length,
+                                max_batches=config.eval_batches)
+    data = window_batches(train_ids, batch_size=config.batch_size, context_length=context_length,
+                          seed=config.seed, start_step=start_step)
+    runner = _Runner(model, config, val_data, checkpoint_dir, verbose, start_step, history,
+                     config.batch_size * context_length)
+    first_eval = start_step // config.eval_every
+    total_evals = math.ceil(config.steps / config.eval_every)
+    model.fit(
+        data,
+        initial_epoch=first_eval,
+        epochs=total_evals,
+        steps_per_epoch=config.eval_every,
+        callbacks=[_Progress(runner)],
+        shuffle=False,  # batches are already random windows, chosen per step
+        verbose=0,
+    )
+    return model, history

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from llmft import base_models, data, profiles
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMFT_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_gpt_is_trained_once_then_loaded_from_cache(home, capsys):
+    first = base_models.pretrained_gpt("smoke")
+    assert not first.from_cache and len(first.history) == 10
+    assert (first.directory / "meta.json").exists() and (first.directory / "model.keras").exists()
+    second = base_models.pretrained_gpt("smoke")
+    assert second.from_cache and second.history == first.history
+    ids = np.array([first.tokenizer.encode("人民日报社论")], dtype=np.int32)
+    np.testing.assert_allclose(np.asarray(first.model(ids)), np.asarray(second.model(ids)), atol=1e-6)
+    assert "loaded gpt (smoke) from cache" in capsys.readouterr().out
+
+
+def test_lstm_uses_the_same_tokenizer_and_data(home):
+    g = base_models.pretrained_gpt("smoke", verbose=False)
+    m = base_models.pretrained_lstm("smoke", verbose=False)
+    assert m.tokenizer.fingerprint == g.tokenizer.fingerprint
+    assert m.directory != g.directory
+    assert np.isfinite(m.val_loss) and m.val_loss < np.log(m.tokenizer.vocab_size) + 0.5
+
+
+def test_validation_stream_comes_from_the_validation_split(home):
+    prof = profiles.get_profile("smoke")
+    tok = base_models.base_tokenizer(prof)
+    _, val_ids = base_models.pretraining_streams(prof, tok)
+    first_doc = data.pretraining_documents("val")[0]
+    expected = tok.encode(first_doc, add_eos=True)
+    assert val_ids[: len(expected)].tolist() == expected
+    assert first_doc not in set(data.pretraining_documents("train"))
+
+
+def test_unknown_kind_and_profile():
+    with pytest.raises(ValueError, match="kind"):
+        base_models._pretrained("rnn", "smoke", False)
+    with pytest.raises(ValueError, match="profile"):
+        base_models.pretrained_gpt("laptop")

@@ -1,0 +1,151 @@
+"""Tests for llmft.sampling: filters, strategies, KV cache, stop ids, validation."""
+
+import keras
+import numpy as np
+import pytest
+
+from llmft import gpt, lstm, sampling
+
+VOCAB = 50
+PROMPT = [3, 14, 15, 9, 26]
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return gpt.from_preset("tiny", vocab_size=VOCAB)  # context_length 32
+
+
+class FixedLogits:
+    """A stand-in model whose next-token logits never change."""
+
+    def __init__(self, logits):
+        self.logits = np.asarray(logits, dtype="float32")
+
+    def __call__(self, ids, training=False):
+        return np.broadcast_to(self.logits, (*np.shape(ids), self.logits.size))
+
+
+# -- filters ---------------------------------------------------------------
+
+def test_top_k_filter_keeps_the_k_largest():
+    logits = np.array([1.0, 4.0, 3.0, -2.0])
+    assert sampling.top_k_filter(logits, 2).tolist() == [-np.inf, 4.0, 3.0, -np.inf]
+    np.testing.assert_array_equal(sampling.top_k_filter(logits, 4), logits)
+    np.testing.assert_array_equal(sampling.top_k_filter(logits, 10), logits)
+    # Ties: exactly k survive, lower index first (like argmax).
+    assert sampling.top_k_filter([2.0, 5.0, 5.0], 1).tolist() == [-np.inf, 5.0, -np.inf]
+    # Works row by row on a batch.
+    rows = sampling.top_k_filter([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]], 1)
+    assert np.isfinite(rows).tolist() == [[False, False, True], [True, False, False]]
+
+
+def test_top_p_filter_keeps_the_nucleus():
+    logits = np.log([0.2, 0.5, 0.3])  # unsorted on purpose
+    kept = lambda p: np.isfinite(sampling.top_p_filter(logits, p)).tolist()  # noqa: E731
+    assert kept(0.4) == [False, True, False]  # 0.5 alone reaches 0.4
+    assert kept(0.7) == [False, True, True]  # 0.5 + 0.3
+    assert kept(0.85) == [True, True, True]
+    assert kept(1e-9) == [False, True, False]  # the top token always survives
+    np.testing.assert_array_equal(sampling.top_p_filter(logits, 1.0), logits)
+    np.testing.assert_allclose(sampling.top_p_filter(logits, 0.7)[1:], logits[1:])
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5, True])
+def test_top_k_filter_rejects_bad_k(k):
+    with pytest.raises(ValueError, match=f"k must.*got {k!r}"):
+        sampling.top_k_filter([1.0, 2.0], k)
+
+
+@pytest.mark.parametrize("p", [0, -0.1, 1.01])
+def test_top_p_filter_rejects_bad_p(p):
+    with pytest.raises(ValueError, match=f"p must.*got {p!r}"):
+        sampling.top_p_filter([1.0, 2.0], p)
+
+
+# -- sampling on a fixed distribution -----------------------------------------
+
+def test_sampling_follows_the_filtered_distribution():
+    fixed = FixedLogits(np.log([0.1, 0.2, 0.3, 0.4]))
+    tokens = sampling.generate(fixed, [0], 4000, temperature=1.0, seed=0)
+    frequencies = np.bincount(tokens, minlength=4) / 4000
+    np.testing.assert_allclose(frequencies, [0.1, 0.2, 0.3, 0.4], atol=0.03)
+    tokens = sampling.generate(fixed, [0], 500, top_k=2, seed=0)
+    assert set(tokens) == {2, 3}
+    tokens = sampling.generate(fixed, [0], 500, top_p=0.65, seed=0)  # 0.4 + 0.3 >= 0.65
+    assert set(tokens) == {2, 3}
+    # A low temperature sharpens towards the argmax, a high one flattens.
+    cold = sampling.generate(fixed, [0], 500, temperature=0.1, seed=0)
+    hot = sampling.generate(fixed, [0], 500, temperature=10.0, seed=0)
+    assert np.mean(np.array(cold) == 3) > 0.9
+    assert np.mean(np.array(hot) == 0) > 0.17  # 0.23 expected, 0.1 at temperature 1
+
+
+# -- generation with the GPT ------------------------------------------------------
+
+def test_greedy_is_deterministic_and_starts_with_the_argmax(model):
+    first = sampling.generate(model, PROMPT, 10)
+    assert first == sampling.generate(model, PROMPT, 10, strategy="greedy")
+    assert len(first) == 10 and all(isinstance(t, int) for t in first)
+    logits = keras.ops.convert_to_numpy(model(np.array([PROMPT])))
+    assert first[0] == int(np.argmax(logits[0, -1]))
+    assert sampling.generate(model, np.array([PROMPT]), 10) == first  # shape (1, T) works
+
+
+def test_seeded_sampling_is_reproducible(model):
+    a = sampling.generate(model, PROMPT, 15, temperature=1.5, seed=1)
+    assert a == sampling.generate(model, PROMPT, 15, temperature=1.5, seed=1)
+    assert a != sampling.generate(model, PROMPT, 15, temperature=1.5, seed=2)
+
+
+def test_top_k_one_and_tiny_top_p_equal_greedy(model):
+    greedy = sampling.generate(model, PROMPT, 8)
+    assert sampling.generate(model, PROMPT, 8, top_k=1, seed=3) == greedy
+    assert sampling.generate(model, PROMPT, 8, top_p=1e-6, seed=3) == greedy
+
+
+def test_cache_and_no_cache_give_the_same_tokens_past_the_context(model):
+    # 5 + 40 tokens > context 32: the cached run switches to the sliding window.
+    cached = sampling.generate(model, PROMPT, 40, use_cache=True)
+    recomputed = sampling.generate(model, PROMPT, 40, use_cache=False)
+    assert len(cached) == 40
+    assert cached == recomputed
+
+
+def test_stop_ids_end_generation_and_are_not_returned(model):
+    greedy = sampling.generate(model, PROMPT, 12)
+    stop = greedy[4]
+    first = greedy.index(stop)
+    assert sampling.generate(model, PROMPT, 12, stop_ids=[stop]) == greedy[:first]
+    assert sampling.generate(model, PROMPT, 0) == []
+
+
+def test_lstm_generation_without_a_context_limit():
+    keras.utils.set_random_seed(0)
+    rnn = lstm.from_preset("tiny", vocab_size=VOCAB)
+    tokens = sampling.generate(rnn, PROMPT, 6, temperature=0.8, seed=0)
+    assert len(tokens) == 6 and all(0 <= t < VOCAB for t in tokens)
+    assert tokens == sampling.generate(rnn, PROMPT, 6, temperature=0.8, seed=0, use_cache=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(temperature=0), "temperature"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=0), "top_k"),
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+        (dict(strategy="beam"), "strategy"),
+        (dict(strategy="greedy", temperature=0.7), "strategy"),
+        (dict(prompt_ids=[]), "prompt_ids"),
+        (dict(prompt_ids=list(range(33))), "prompt_ids"),
+        (dict(prompt_ids=[[1, 2], [3, 4]]), "prompt_ids"),
+        (dict(prompt_ids=[1.5, 2.0]), "prompt_ids"),
+    ],
+)
+def test_generate_rejects_bad_arguments(model, kwargs, name):
+    args = {"prompt_ids": PROMPT, "max_new_tokens": 3, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        sampling.generate(model, **args)

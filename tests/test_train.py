@@ -1,0 +1,97 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from llmft import gpt, train
+
+
+def tiny_model(vocab=20):
+    keras.utils.set_random_seed(0)
+    return gpt.from_preset("tiny", vocab_size=vocab, context_length=16)
+
+
+def stream(n=3000, vocab=20):
+    # A deterministic, learnable stream: counting modulo the vocabulary.
+    return (np.arange(n) % (vocab - 1) + 1).astype(np.int32)
+
+
+def test_schedule_warmup_then_cosine():
+    s = train.WarmupCosine(1.0, warmup_steps=10, total_steps=110, final_ratio=0.1)
+    values = [float(s(i)) for i in (0, 9, 10, 60, 110, 500)]
+    assert values[0] == pytest.approx(0.1) and values[1] == pytest.approx(1.0)
+    assert values[2] == pytest.approx(1.0) and values[3] == pytest.approx(0.55)
+    assert values[4] == pytest.approx(0.1) and values[5] == pytest.approx(0.1)
+    assert train.WarmupCosine.from_config(s.get_config()).get_config() == s.get_config()
+
+
+def test_window_batches_are_shifted_and_reproducible():
+    ids = stream()
+    a = list(train.window_batches(ids, batch_size=4, context_length=8, seed=1, num_steps=3))
+    b = list(train.window_batches(ids, batch_size=4, context_length=8, seed=1, start_step=2, num_steps=1))
+    x, y = (t.numpy() for t in a[0])
+    assert x.shape == y.shape == (4, 8)
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
+    np.testing.assert_array_equal(a[2][0].numpy(), b[0][0].numpy())  # batch of step 2 is the same on resume
+
+
+def test_token_stream_appends_eos():
+    from llmft.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.train(["你好", "世界"])
+    ids = train.token_stream(["你好", "世界"], tok)
+    assert ids.tolist() == tok.encode("你好", add_eos=True) + tok.encode("世界", add_eos=True)
+
+
+def test_loss_goes_down_and_history_is_complete(capsys):
+    ids = stream()
+    model, history = train.pretrain(tiny_model(), ids, ids[:600], steps=60, batch_size=8, eval_every=20,
+                                    warmup_steps=5, learning_rate=1e-2, eval_batches=2)
+    assert [h["step"] for h in history] == [20, 40, 60]
+    assert history[-1]["tokens"] == 60 * 8 * 16
+    assert history[-1]["val_loss"] < history[0]["val_loss"] < np.log(20)
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3  # one line per evaluation
+
+
+def test_resume_from_checkpoint_continues_the_run(tmp_path):
+    ids = stream()
+    kwargs = dict(batch_size=8, eval_every=10, warmup_steps=2, learning_rate=1e-2, eval_batches=1, verbose=False)
+    _, first = train.pretrain(tiny_model(), ids, ids[:400], steps=20, checkpoint_dir=tmp_path, **kwargs)
+    info = json.loads((tmp_path / "latest.json").read_text())
+    assert info["step"] == 20 and (tmp_path / info["checkpoint"]).is_file()
+    # A second call with more steps resumes at step 20 and keeps the history.
+    model, history = train.pretrain(tiny_model(), ids, ids[:400], steps=40, checkpoint_dir=tmp_path, **kwargs)
+    assert [h["step"] for h in history] == [10, 20, 30, 40]
+    assert history[:2] == first
+    assert int(model.optimizer.iterations.numpy()) == 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "step-0000030.keras", "step-0000040.keras"]
+
+
+def test_latest_points_to_complete_checkpoint_only(tmp_path):
+    assert train.latest_checkpoint(tmp_path) is None
+    (tmp_path / "latest.json").write_text(json.dumps({"checkpoint": "step-0000010.keras", "step": 10, "history": []}))
+    with pytest.raises(ValueError, match="missing"):
+        train.latest_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"steps": 0}, "steps"),
+        ({"steps": 30, "eval_every": 20}, "multiple of eval_every"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"warmup_steps": 100, "steps": 100, "eval_every": 10}, "warmup_steps"),
+        ({"batch_size": 2.5}, "batch_size"),
+    ],
+)
+def test_bad_config_is_a_clear_error(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        train.pretrain(tiny_model(), stream(), **overrides)
+
+
+def test_too_short_stream_is_a_clear_error():
+    with pytest.raises(ValueError, match="train_ids must hold more than"):
+        train.pretrain(tiny_model(), np.arange(10, dtype=np.int32) % 19 + 1, steps=10, eval_every=10, warmup_steps=1)
+    with pytest.raises(ValueError, match="1-D"):
+        train.pretrain(tiny_model(), np.zeros((4, 100), dtype=np.int32), steps=10, eval_every=10, warmup_steps=1)
