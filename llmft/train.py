@@ -207,7 +207,9 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int | None = 20
     seed: int = 0
-    jit_compile: bool = True
+    # "auto": XLA when every layer supports it and TF op determinism is off
+    # (Keras turns XLA off under determinism, see llmft.env.set_seed).
+    jit_compile: bool | str = "auto"
 
     def validate(self):
         for name in ("steps", "batch_size", "eval_every"):
