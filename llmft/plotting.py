@@ -83,3 +83,97 @@ def missing_glyphs(text: str, family: str | None = None) -> list[str]:
     font = FT2Font(path)
     charmap = font.get_charmap()
     return sorted({ch for ch in text if not ch.isspace() and ord(ch) not in charmap})
+
+
+# --------------------------------------------------------------------------
+# The book's recurring figures
+# --------------------------------------------------------------------------
+
+
+def _axes(ax, figsize):
+    import matplotlib.pyplot as plt
+
+    use_cjk_font()
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def plot_history(histories: dict, *, x: str = "step", ys=("val_loss",), baselines: dict | None = None,
+                 ax=None, title: str | None = None):
+    """Loss curves of one or more runs of :func:`llmft.train.pretrain`.
+
+    Args:
+        histories: ``{name: history}``, each history a list of rows with
+            ``step``, ``tokens``, ``seconds``, ``train_loss``, ``val_loss``.
+        x: the x axis: ``"step"``, ``"tokens"`` or ``"seconds"``.
+        ys: which losses to draw per run.
+        baselines: ``{name: loss}`` drawn as horizontal dashed lines.
+    """
+    labels = {"step": "训练步数", "tokens": "已见词元数", "seconds": "训练时间（秒）",
+              "train_loss": "训练损失", "val_loss": "验证损失"}
+    if x not in ("step", "tokens", "seconds"):
+        raise ValueError(f"x must be 'step', 'tokens' or 'seconds'; got {x!r}")
+    if not isinstance(histories, dict) or not histories:
+        raise ValueError(f"histories must be a non-empty dict of name -> history; got {histories!r:.80}")
+    for y in ys:
+        if y not in ("train_loss", "val_loss"):
+            raise ValueError(f"ys must contain 'train_loss' and/or 'val_loss'; got {y!r}")
+    ax = _axes(ax, (6.4, 4))
+    for name, history in histories.items():
+        for y in ys:
+            points = [(row[x], row[y]) for row in history if row.get(y) is not None]
+            style = "-" if y == "val_loss" else ":"
+            ax.plot(*zip(*points), style, marker="o", markersize=3, label=f"{name} {labels[y]}")
+    for name, value in (baselines or {}).items():
+        ax.axhline(value, linestyle="--", linewidth=1, color="gray")
+        ax.annotate(f"{name} {value:.2f}", xy=(1, value), xycoords=("axes fraction", "data"),
+                    ha="right", va="bottom", fontsize=8, color="gray")
+    ax.set_xlabel(labels[x])
+    ax.set_ylabel("交叉熵（奈特/词元）")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_attention(weights, tokens, *, ax=None, title: str | None = None):
+    """Heatmap of one attention matrix: row = query position, column = key position."""
+    import numpy as np
+
+    weights = np.asarray(weights)
+    if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
+        raise ValueError(f"weights must be a square (T, T) matrix; got shape {weights.shape}")
+    if len(tokens) != weights.shape[0]:
+        raise ValueError(f"tokens must have {weights.shape[0]} entries; got {len(tokens)}")
+    ax = _axes(ax, (4.5, 4))
+    image = ax.imshow(weights, cmap="viridis", vmin=0.0)
+    ax.set_xticks(range(len(tokens)), labels=list(tokens))
+    ax.set_yticks(range(len(tokens)), labels=list(tokens))
+    ax.set_xlabel("被关注的位置（键）")
+    ax.set_ylabel("当前位置（查询）")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_embeddings_2d(points, labels, *, ax=None, title: str | None = None):
+    """Scatter 2-D points (e.g. a PCA projection of embeddings) with a text label each."""
+    import numpy as np
+
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2); got {points.shape}")
+    if len(labels) != len(points):
+        raise ValueError(f"labels must have {len(points)} entries; got {len(labels)}")
+    ax = _axes(ax, (6, 5))
+    ax.scatter(points[:, 0], points[:, 1], s=8, alpha=0.4)
+    for (px, py), label in zip(points, labels):
+        ax.annotate(label, (px, py), fontsize=9)
+    ax.set_xlabel("第 1 主成分")
+    ax.set_ylabel("第 2 主成分")
+    if title:
+        ax.set_title(title)
+    return ax

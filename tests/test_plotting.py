@@ -29,3 +29,23 @@ def test_figure_with_chinese_renders_without_missing_glyph_warnings(recwarn):
     fig.canvas.draw()
     plt.close(fig)
     assert not [w for w in recwarn if "missing from font" in str(w.message)]
+
+
+def test_recurring_figures_draw_and_validate():
+    import numpy as np
+    import pytest
+
+    h = [{"step": 10, "tokens": 100, "seconds": 1.0, "train_loss": 3.0, "val_loss": 3.2},
+         {"step": 20, "tokens": 200, "seconds": 2.0, "train_loss": 2.0, "val_loss": 2.5}]
+    ax = plotting.plot_history({"GPT": h}, x="seconds", ys=("train_loss", "val_loss"), baselines={"二元": 2.8})
+    assert len(ax.lines) == 3 and ax.get_xlabel() == "训练时间（秒）"
+    ax = plotting.plot_attention(np.eye(3), ["我", "们", "好"])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["我", "们", "好"]
+    plotting.plot_embeddings_2d(np.zeros((2, 2)), ["甲", "乙"])
+    plt.close("all")
+    with pytest.raises(ValueError, match="x must be"):
+        plotting.plot_history({"GPT": h}, x="epoch")
+    with pytest.raises(ValueError, match="square"):
+        plotting.plot_attention(np.zeros((2, 3)), ["a", "b"])
+    with pytest.raises(ValueError, match="labels"):
+        plotting.plot_embeddings_2d(np.zeros((2, 2)), ["甲"])
