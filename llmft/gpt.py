@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from llmft.checks import check_dropout, check_int
+
 # Named sizes (the vocabulary comes from the tokenizer, so it is not here).
 # "small" is the cpu profile's base model: 1.45M parameters with a
 # 5000-token vocabulary; on a 2-core CPU it trains at about 2 steps/s
@@ -26,16 +28,6 @@ PRESETS: dict[str, dict] = {
     "small": dict(context_length=128, num_layers=4, num_heads=4, hidden_dim=128, dropout=0.1),
     "base": dict(context_length=256, num_layers=8, num_heads=8, hidden_dim=512, dropout=0.1),
 }
-
-
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-
-
-def _check_dropout(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"dropout must be a float in [0, 1); got {value!r}")
 
 
 def _normal(std):
@@ -226,15 +218,15 @@ class GPT(keras.Model):
             ("vocab_size", vocab_size), ("context_length", context_length),
             ("num_layers", num_layers), ("num_heads", num_heads), ("hidden_dim", hidden_dim),
         ]:
-            _check_int(name, value)
+            check_int(name, value)
         if hidden_dim % num_heads:
             raise ValueError(
                 f"hidden_dim must be divisible by num_heads={num_heads}; got {hidden_dim!r}"
             )
         if mlp_dim is None:
             mlp_dim = 4 * hidden_dim
-        _check_int("mlp_dim", mlp_dim)
-        _check_dropout(dropout)
+        check_int("mlp_dim", mlp_dim)
+        check_dropout(dropout)
         if not isinstance(tie_embeddings, bool):
             raise ValueError(f"tie_embeddings must be True or False; got {tie_embeddings!r}")
         super().__init__(**kwargs)
@@ -362,9 +354,9 @@ class GPT(keras.Model):
         ``max_length`` (S) defaults to ``context_length`` and cannot exceed it:
         the model has no position embedding beyond the context.
         """
-        _check_int("batch_size", batch_size)
+        check_int("batch_size", batch_size)
         max_length = self.context_length if max_length is None else max_length
-        _check_int("max_length", max_length)
+        check_int("max_length", max_length)
         if max_length > self.context_length:
             raise ValueError(
                 f"max_length must be <= context_length={self.context_length}; got {max_length}"
@@ -389,7 +381,7 @@ class GPT(keras.Model):
             forward pass's logits at these positions.
         """
         if isinstance(cache_index, (int, np.integer)):
-            _check_int("cache_index", cache_index, minimum=0)
+            check_int("cache_index", cache_index, minimum=0)
             token_ids = self._prepare(token_ids, extra=int(cache_index))
             length = int(token_ids.shape[1])
             if cache_index + length > cache.shape[4]:

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from llmft.checks import check_dropout, check_int
+
 # Named sizes (the vocabulary comes from the tokenizer). "small" has about
 # the parameters of GPT "small" (1.55M with 5000 tokens) and trains at least
 # as fast per step on a 2-core CPU; hidden_dim=256 would be 3-4x slower,
@@ -20,11 +22,6 @@ PRESETS: dict[str, dict] = {
     "small": dict(embedding_dim=128, hidden_dim=128, num_layers=2, dropout=0.1),
     "base": dict(embedding_dim=256, hidden_dim=512, num_layers=2, dropout=0.1),
 }
-
-
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
 
 
 @keras.saving.register_keras_serializable(package="llmft")
@@ -54,13 +51,11 @@ class LSTMLanguageModel(keras.Model):
     def __init__(
         self, *, vocab_size, embedding_dim, hidden_dim, num_layers=1, dropout=0.0, **kwargs
     ):
-        _check_int("vocab_size", vocab_size)
-        _check_int("embedding_dim", embedding_dim)
-        _check_int("hidden_dim", hidden_dim)
-        _check_int("num_layers", num_layers)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-                or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a float in [0, 1); got {dropout!r}")
+        check_int("vocab_size", vocab_size)
+        check_int("embedding_dim", embedding_dim)
+        check_int("hidden_dim", hidden_dim)
+        check_int("num_layers", num_layers)
+        check_dropout(dropout)
         super().__init__(**kwargs)
         self.vocab_size = int(vocab_size)
         self.embedding_dim = int(embedding_dim)
