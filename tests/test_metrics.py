@@ -176,3 +176,27 @@ def test_classification_validation():
         metrics.confusion_matrix([0, 1], [0, -1])
     with pytest.raises(ValueError, match="pos_label"):
         metrics.precision_recall_f1([0, 1], [1, 1], pos_label="yes")
+
+
+def test_strided_evaluation_scores_each_target_once_and_matches_manual():
+    import keras
+
+    from llmft import gpt
+
+    keras.utils.set_random_seed(0)
+    model = gpt.from_preset("tiny", vocab_size=11, context_length=8)
+    ids = np.arange(40) % 10 + 1
+    n = metrics.evaluated_length(ids.size, 8, stride=4)
+    assert n == 8 + 7 * 4  # windows at 0, 4, ..., 28
+    # Manual: score target t+1 with the window that ends closest after it.
+    manual = 0.0
+    for t in range(n):
+        start = 0 if t < 8 else t - 7 + (3 - (t - 8) % 4)
+        logits = np.asarray(model(ids[None, start : start + 8].astype("int32")))[0, t - start]
+        manual -= metrics.log_softmax(logits.astype(np.float64))[ids[t + 1]]
+    got = metrics.model_cross_entropy(model, ids, 8, batch_size=3, stride=4)
+    assert got == pytest.approx(manual / n, rel=1e-5)
+    assert metrics.model_cross_entropy(model, ids, 8) == pytest.approx(
+        metrics.model_cross_entropy(model, ids, 8, stride=8))
+    with pytest.raises(ValueError, match="stride"):
+        metrics.model_cross_entropy(model, ids, 8, stride=9)
