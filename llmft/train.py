@@ -228,14 +228,18 @@ class TrainConfig:
             )
 
 
+def _exclude_from_decay(optimizer):
+    # No weight decay on LayerNorm scales/offsets and biases: it would pull them to 0.
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+
+
 def compile_for_pretraining(model, config: TrainConfig):
     """AdamW + warmup/cosine + global-norm clipping, loss on logits."""
     schedule = WarmupCosine(config.learning_rate, config.warmup_steps, config.steps)
     optimizer = keras.optimizers.AdamW(
         learning_rate=schedule, weight_decay=config.weight_decay, beta_2=0.99, global_clipnorm=config.clip_norm
     )
-    # No weight decay on LayerNorm scales/biases and biases: it would pull them to 0.
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    _exclude_from_decay(optimizer)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -317,6 +321,9 @@ def pretrain(model, train_ids, val_ids=None, *, config: TrainConfig | None = Non
         if found is not None:
             path, start_step, history = found
             model = keras.saving.load_model(path, safe_mode=True)
+            # The exclusion list is not part of the saved optimizer config:
+            # set it again, or a resumed run would decay LayerNorm and biases.
+            _exclude_from_decay(model.optimizer)
             if verbose:
                 print(f"resumed from {path.name} at step {start_step}")
     if not getattr(model, "optimizer", None) or not model.compiled:

@@ -95,3 +95,20 @@ def test_too_short_stream_is_a_clear_error():
         train.pretrain(tiny_model(), np.arange(10, dtype=np.int32) % 19 + 1, steps=10, eval_every=10, warmup_steps=1)
     with pytest.raises(ValueError, match="1-D"):
         train.pretrain(tiny_model(), np.zeros((4, 100), dtype=np.int32), steps=10, eval_every=10, warmup_steps=1)
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    # Weight decay on: a resumed optimizer must keep excluding LayerNorm and biases.
+    ids = stream()
+    kwargs = dict(batch_size=8, eval_every=10, warmup_steps=2, learning_rate=1e-2, eval_batches=1,
+                  weight_decay=0.1, verbose=False)
+    straight, _ = train.pretrain(tiny_model(), ids, ids[:400], steps=20, **kwargs)
+    train.pretrain(tiny_model(), ids, ids[:400], steps=20, checkpoint_dir=tmp_path, **kwargs)
+    # Stop after the first evaluation: keep only the step-10 checkpoint, as if killed there.
+    (tmp_path / "step-0000020.keras").unlink()
+    info = json.loads((tmp_path / "latest.json").read_text())
+    info.update(checkpoint="step-0000010.keras", step=10, history=info["history"][:1])
+    (tmp_path / "latest.json").write_text(json.dumps(info))
+    resumed, _ = train.pretrain(tiny_model(), ids, ids[:400], steps=20, checkpoint_dir=tmp_path, **kwargs)
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=a.path)
