@@ -8,6 +8,7 @@ import pytest
 
 from llmft import gpt, heads, lstm
 from llmft.tokenizers import CharTokenizer
+from toy_tasks import contains_token_task
 
 VOCAB = 30
 to_numpy = keras.ops.convert_to_numpy
@@ -27,17 +28,8 @@ def _padded(rows, length):
     return ids
 
 
-def _toy_task(n=128, length=12, seed=0):
-    """Label 1 if token 5 appears anywhere in the row (a separable task)."""
-    rng = np.random.default_rng(seed)
-    ids = np.zeros((n, length), "int32")
-    labels = rng.integers(0, 2, n)
-    for i in range(n):
-        k = rng.integers(3, length + 1)
-        ids[i, :k] = rng.integers(6, VOCAB, k)
-        if labels[i]:
-            ids[i, rng.integers(0, k)] = 5
-    return ids, labels
+def _toy_task(n=128):
+    return contains_token_task(n, vocab=VOCAB)
 
 
 def _compile(model, learning_rate=1e-2):

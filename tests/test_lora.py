@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from llmft import gpt, heads, lora, lstm
+from toy_tasks import contains_token_task
 
 VOCAB = 30
 to_numpy = keras.ops.convert_to_numpy
@@ -132,17 +133,8 @@ def test_fine_tuned_lora_classifier_saves_and_merges_without_changing_prediction
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-5)
 
 
-def _toy_task(n=64, length=12, seed=0):
-    """Label 1 if token 5 appears anywhere in the row (balanced, separable)."""
-    rng = np.random.default_rng(seed)
-    ids = np.zeros((n, length), "int32")
-    labels = rng.integers(0, 2, n)
-    for i in range(n):
-        k = rng.integers(3, length + 1)
-        ids[i, :k] = rng.integers(6, VOCAB, k)
-        if labels[i]:
-            ids[i, rng.integers(0, k)] = 5
-    return ids, labels
+def _toy_task(n=64):
+    return contains_token_task(n, vocab=VOCAB)
 
 
 def test_lora_loss_goes_down_on_a_toy_task():
