@@ -19,7 +19,6 @@ Introduced in chapter 5.
 from __future__ import annotations
 
 import time
-import types
 
 import keras
 import numpy as np
@@ -220,13 +219,16 @@ def extract_features(classifier, x, *, batch_size=128, poolings=None):
     for name in names:
         if name not in heads.POOLINGS:
             raise ValueError(f"poolings must contain only {heads.POOLINGS}; got {name!r}")
-    # pooling_weights reads only .pooling and .pad_id: give it a stand-in per pooling.
-    views = [types.SimpleNamespace(pooling=name, pad_id=classifier.pad_id) for name in names]
-
     def features(xb):
         hidden = classifier.backbone.hidden_states(xb, training=False)  # (B, T, C)
-        pooled = [keras.ops.einsum("bt,btc->bc", heads.SequenceClassifier.pooling_weights(v, xb, hidden.dtype), hidden)
-                  for v in views]
+        pooled = [
+            keras.ops.einsum(
+                "bt,btc->bc",
+                heads.pooling_weights(xb, pooling=name, pad_id=classifier.pad_id, dtype=hidden.dtype),
+                hidden,
+            )
+            for name in names
+        ]
         return keras.ops.concatenate(pooled, axis=-1)  # (B, len(names) * C)
 
     out = _sorted_apply(_compiled(features), x, batch_size, True)

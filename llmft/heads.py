@@ -51,6 +51,26 @@ def set_trainable(layer, value):
         keras.layers.Layer.trainable.fset(sub, value)  # the real setter, always
 
 
+def pooling_weights(token_ids, *, pooling, pad_id=0, dtype="float32"):
+    """How much each position counts in the pooled vector, shape (B, T).
+
+    ``"last"``: 1 at the last position whose id is not ``pad_id`` (position
+    0 for an all-pad row). ``"mean"``: ``1 / n`` at each of the ``n``
+    non-pad positions (all zeros for an all-pad row).
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+    is_token = ops.not_equal(token_ids, pad_id)  # (B, T)
+    positions = ops.arange(ops.shape(token_ids)[1])  # (T,)
+    if pooling == "last":
+        # Largest position holding a real token; -1 (clipped to 0) if none.
+        last = ops.max(ops.where(is_token, positions[None, :], -1), axis=1)  # (B,)
+        last = ops.maximum(last, 0)
+        return ops.cast(ops.equal(positions[None, :], last[:, None]), dtype)  # one-hot rows
+    weights = ops.cast(is_token, dtype)
+    return weights / ops.maximum(ops.sum(weights, axis=1, keepdims=True), 1.0)
+
+
 @keras.saving.register_keras_serializable(package="llmft")
 class SequenceClassifier(keras.Model):
     """A backbone, a pooling step and a Dense head; ``call`` returns logits (B, num_classes).
@@ -136,21 +156,8 @@ class SequenceClassifier(keras.Model):
             set_trainable(lm_head, False)
 
     def pooling_weights(self, token_ids, dtype="float32"):
-        """How much each position counts in the pooled vector, shape (B, T).
-
-        ``"last"``: 1 at the last position whose id is not ``pad_id`` (position
-        0 for an all-pad row). ``"mean"``: ``1 / n`` at each of the ``n``
-        non-pad positions (all zeros for an all-pad row).
-        """
-        is_token = ops.not_equal(token_ids, self.pad_id)  # (B, T)
-        positions = ops.arange(ops.shape(token_ids)[1])  # (T,)
-        if self.pooling == "last":
-            # Largest position holding a real token; -1 (clipped to 0) if none.
-            last = ops.max(ops.where(is_token, positions[None, :], -1), axis=1)  # (B,)
-            last = ops.maximum(last, 0)
-            return ops.cast(ops.equal(positions[None, :], last[:, None]), dtype)  # one-hot rows
-        weights = ops.cast(is_token, dtype)
-        return weights / ops.maximum(ops.sum(weights, axis=1, keepdims=True), 1.0)
+        """This classifier's :func:`pooling_weights`, shape (B, T)."""
+        return pooling_weights(token_ids, pooling=self.pooling, pad_id=self.pad_id, dtype=dtype)
 
     def features(self, token_ids, training=False):
         """The pooled hidden states, shape (B, C): what the head sees."""

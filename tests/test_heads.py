@@ -197,3 +197,13 @@ def test_validation_errors(kwargs, match):
 def test_backbone_without_hidden_states_is_rejected():
     with pytest.raises(ValueError, match="backbone"):
         heads.SequenceClassifier(keras.Sequential([keras.layers.Dense(2)]), num_classes=2)
+
+
+def test_module_pooling_weights_match_the_classifier_and_validate():
+    ids = np.array([[7, 8, 9, 0], [0, 0, 0, 0]], "int32")
+    last = keras.ops.convert_to_numpy(heads.pooling_weights(ids, pooling="last"))
+    mean = keras.ops.convert_to_numpy(heads.pooling_weights(ids, pooling="mean"))
+    np.testing.assert_array_equal(last, [[0, 0, 1, 0], [1, 0, 0, 0]])
+    np.testing.assert_allclose(mean, [[1 / 3, 1 / 3, 1 / 3, 0], [0, 0, 0, 0]])
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        heads.pooling_weights(ids, pooling="max")
