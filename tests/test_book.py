@@ -47,3 +47,59 @@ def test_math_glossary_and_citations_render(html):
     assert "\\begin{" in ch4 or "math notranslate" in ch4
     assert "Hochreiter" in ch4  # a {cite} resolved against references.bib
     assert 'href="01_background.html#term-' in ch4  # glossary links from a later chapter
+
+
+def _sections(page: str, tag: str = "h2") -> dict:
+    """{heading text: html of its section} for one HTML page."""
+    parts = re.split(rf"<{tag}>", page)[1:]
+    return {re.sub(r"<[^>]+>", "", p.split(f"</{tag}>")[0]).strip("#").strip(): p for p in parts}
+
+
+@pytest.mark.book
+def test_pitfalls_page_lists_the_ten_errors_with_resolving_links(html):
+    page = (html / "book" / "pitfalls.html").read_text(encoding="utf-8")
+    sections = _sections(page)
+    errors = {int(m.group(1)): body for title, body in sections.items() if (m := re.match(r"误区 (\d+)：", title))}
+    assert sorted(errors) == list(range(1, 11)), sorted(errors)
+    for number, body in errors.items():
+        # each error links to the chapter cell that proves it ({ref} to a label in a chapter)
+        assert re.search(r'<a class="reference internal" href="\.\./chapters/\d\d_\w+\.html#ch\d+-[\w-]+"', body), number
+        assert "原文" in body and "正确的说法" in body and "证据" in body, number
+    # a {ref} whose label does not exist renders as a bare span instead of a link
+    unresolved = re.findall(r'<span class="xref std std-ref">([^<]*)</span>', page)  # resolved: "std std-ref"
+    assert not unresolved, f"links without a target: {unresolved}"
+
+
+@pytest.mark.book
+def test_api_page_documents_every_module(html):
+    page = (html / "book" / "api.html").read_text(encoding="utf-8")
+    modules = sorted(p.stem for p in (ROOT / "llmft").glob("*.py") if not p.stem.startswith("_"))
+    missing = [m for m in modules if f'id="module-llmft.{m}"' not in page]
+    assert not missing, f"add these modules to book/api.md: {missing}"
+    for target in ["llmft.gpt.GPT", "llmft.train.pretrain", "llmft.heads.SequenceClassifier", "llmft.lora.enable_lora"]:
+        assert f'id="{target}"' in page, target
+    # Keras classes show their real arguments, not __new__'s (*args, **kwargs) (book/_ext/llmft_autodoc.py)
+    gpt = page[page.index('id="llmft.gpt.GPT"'):][:3000]
+    assert "vocab_size" in gpt and "*args" not in gpt.split("</dt>")[0]
+
+
+@pytest.mark.book
+def test_chapters_link_into_the_api_page_and_the_glossary(html):
+    ch3 = (html / "chapters" / "03_pretraining.html").read_text(encoding="utf-8")
+    ch5 = (html / "chapters" / "05_project.html").read_text(encoding="utf-8")
+    assert 'href="../book/api.html#llmft.train.pretrain"' in ch3
+    assert 'href="../book/api.html#llmft.heads.SequenceClassifier"' in ch5
+    assert 'href="../book/api.html#llmft.lora.enable_lora"' in ch5
+    for name in ["02_concepts", "03_pretraining", "04_math", "05_project"]:
+        page = (html / "chapters" / f"{name}.html").read_text(encoding="utf-8")
+        assert len(set(re.findall(r'href="01_background\.html#(term-[^"]+)"', page))) >= 10, name
+
+
+def test_every_bibliography_entry_is_cited_and_every_citation_defined():
+    from llmft import bibliography
+
+    keys = {e.key for e in bibliography.load_entries(ROOT / "book" / "references.bib")}
+    cited = set(bibliography.citation_counts(bibliography.page_texts(ROOT)))
+    assert len(keys) >= 15
+    assert not keys - cited, f"entries of references.bib that no page cites: {sorted(keys - cited)}"
+    assert not cited - keys, f"cited keys missing from references.bib: {sorted(cited - keys)}"
