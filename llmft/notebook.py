@@ -41,3 +41,30 @@ def markdown_table(rows: list[dict], *, floatfmt: str = ".4f") -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def weighted_tokens_html(tokens: list[str], weights) -> str:
+    """HTML that shows ``tokens`` with the ones of positive weight highlighted.
+
+    Chapter 6.4 uses it to show which tokens of a conversation the SFT loss
+    counts (the assistant's) and which it ignores (system, user, role tokens).
+    """
+    import html
+
+    weights = list(weights)
+    if len(tokens) != len(weights):
+        raise ValueError(f"tokens and weights must have the same length; got {len(tokens)} and {len(weights)}")
+    spans = []
+    for tok, w in zip(tokens, weights):
+        style = ("background:#c8e6c9;color:#1b5e20;font-weight:bold" if w > 0
+                 else "background:#eeeeee;color:#757575")
+        text = html.escape(tok.replace("\n", "⏎"))
+        spans.append(f'<span style="{style};padding:1px 2px;margin:1px;border-radius:3px">{text}</span>')
+    return '<div style="line-height:2;font-family:monospace">' + "".join(spans) + "</div>"
+
+
+def show_weighted_tokens(tokens: list[str], weights) -> None:
+    """Display :func:`weighted_tokens_html` (counted tokens green, ignored grey)."""
+    from IPython.display import HTML, display
+
+    display(HTML(weighted_tokens_html(tokens, weights)))

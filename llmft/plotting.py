@@ -101,19 +101,20 @@ def _axes(ax, figsize):
 
 def plot_history(histories: dict, *, x: str = "step", ys=("val_loss",), baselines: dict | None = None,
                  ax=None, title: str | None = None):
-    """Loss curves of one or more runs of :func:`llmft.train.pretrain`.
+    """Loss curves of one or more runs of :func:`llmft.train.pretrain` (or :func:`llmft.sft.fit_sft`).
 
     Args:
         histories: ``{name: history}``, each history a list of rows with
-            ``step``, ``tokens``, ``seconds``, ``train_loss``, ``val_loss``.
-        x: the x axis: ``"step"``, ``"tokens"`` or ``"seconds"``.
+            ``step``, ``tokens``, ``seconds``, ``train_loss``, ``val_loss``
+            (SFT rows have ``epoch`` instead of ``step`` and ``tokens``).
+        x: the x axis: ``"step"``, ``"epoch"``, ``"tokens"`` or ``"seconds"``.
         ys: which losses to draw per run.
         baselines: ``{name: loss}`` drawn as horizontal dashed lines.
     """
-    labels = {"step": "训练步数", "tokens": "已见词元数", "seconds": "训练时间（秒）",
+    labels = {"step": "训练步数", "epoch": "轮次", "tokens": "已见词元数", "seconds": "训练时间（秒）",
               "train_loss": "训练损失", "val_loss": "验证损失"}
-    if x not in ("step", "tokens", "seconds"):
-        raise ValueError(f"x must be 'step', 'tokens' or 'seconds'; got {x!r}")
+    if x not in ("step", "epoch", "tokens", "seconds"):
+        raise ValueError(f"x must be 'step', 'epoch', 'tokens' or 'seconds'; got {x!r}")
     if not isinstance(histories, dict) or not histories:
         raise ValueError(f"histories must be a non-empty dict of name -> history; got {histories!r:.80}")
     for y in ys:
