@@ -364,41 +364,99 @@ class GPT(keras.Model):
         shape = (batch_size, self.num_layers, 2, self.num_heads, max_length, self.head_dim)
         return ops.zeros(shape, dtype=self.compute_dtype)
 
-    def call_with_cache(self, token_ids, cache, cache_index):
+    def call_with_cache(self, token_ids, cache, cache_index, *, compiled=True):
         """Run ``token_ids`` at positions ``cache_index ...`` using cached keys/values.
 
         Feed the prompt once (``cache_index=0``), then one token at a time:
-        each step costs O(T) instead of recomputing the whole sequence.
+        each step costs O(S) instead of recomputing the whole sequence.
+
+        On the TensorFlow backend an integer ``cache_index`` goes through a
+        compiled function that is traced once per model and reused: one
+        token at a time is XLA-compiled (``jit_compile=True``; one compile
+        per cache shape), longer inputs (the prompt) run as a graph with a
+        free length. Per-token Python and eager-dispatch overhead would
+        otherwise cost more than the small model's arithmetic. Other
+        backends, and symbolic ``cache_index``, run the same code eagerly.
 
         Args:
             token_ids: (B, T) new tokens.
             cache: from :meth:`init_cache` or a previous call.
             cache_index: position of ``token_ids[:, 0]`` (number of tokens
                 already in the cache).
+            compiled: ``False`` runs eagerly even on TensorFlow (to compare
+                speeds, or to step through the code).
 
         Returns:
             ``(logits, new_cache)``: logits (B, T, V) equal to the full
-            forward pass's logits at these positions.
+            forward pass's logits at these positions (up to float rounding).
         """
         if isinstance(cache_index, (int, np.integer)):
             check_int("cache_index", cache_index, minimum=0)
             token_ids = self._prepare(token_ids, extra=int(cache_index))
             length = int(token_ids.shape[1])
+            if len(cache.shape) != 6 or cache.shape[4] is None:
+                raise ValueError(f"cache must come from init_cache; got shape {tuple(cache.shape)}")
             if cache_index + length > cache.shape[4]:
                 raise ValueError(
                     f"cache_index + length must be <= the cache length {cache.shape[4]}; "
                     f"got cache_index={cache_index}, length={length}"
                 )
+            function = None
+            if compiled:
+                function = self._compiled_cached_call(length == 1, cache.dtype, new_sequence=cache_index == 0)
+            if function is not None:
+                import tensorflow as tf
+
+                return function(tf.convert_to_tensor(token_ids, tf.int32),
+                                tf.convert_to_tensor(cache), tf.constant(int(cache_index), tf.int32))
         else:
             token_ids = self._prepare(token_ids)
+        return self._cached_forward(token_ids, cache, cache_index)
+
+    def _cached_forward(self, token_ids, cache, cache_index):
+        """The KV-cache pass itself (eager, or traced by :meth:`_compiled_cached_call`)."""
         positions = ops.arange(ops.shape(token_ids)[1]) + cache_index
-        x = self._embed(token_ids, positions, training=False)
+        x = self._embed(token_ids, positions, training=False)  # (B, T, C)
         new_caches = []
         for i, block in enumerate(self.blocks):
             x, _, layer_cache = block.forward(x, cache=cache[:, i], cache_index=cache_index)
             new_caches.append(layer_cache)  # (B, 2, H, S, D)
-        logits = self._logits(self.final_norm(x))
-        return logits, ops.stack(new_caches, axis=1)
+        logits = self._logits(self.final_norm(x))  # (B, T, V)
+        return logits, ops.stack(new_caches, axis=1)  # (B, L, 2, H, S, D)
+
+    def _compiled_cached_call(self, single_token, dtype, new_sequence):
+        """A compiled :meth:`_cached_forward`, traced once and kept; None off TensorFlow.
+
+        Returns the concrete function of a ``tf.function`` with a fixed
+        input signature: calling it directly skips the per-call argument
+        matching of ``tf.function`` (about 0.7 ms a token on a 2-core CPU).
+        At the start of each sequence (``new_sequence``) the number of
+        weights is checked, so that weights added after a first trace
+        (``enable_lora``) make a fresh function instead of reusing a graph
+        that does not know them.
+        """
+        if keras.backend.backend() != "tensorflow":
+            return None
+        import tensorflow as tf
+
+        state = self.__dict__.setdefault("_llmft_cached_calls", {"weights": None})
+        if new_sequence or state["weights"] is None:
+            state["weights"] = len(self.weights)  # walks every layer: not once per token
+        dtype = tf.as_dtype(dtype)
+        key = (bool(single_token), dtype.name, state["weights"])
+        if key not in state:
+            signature = [
+                tf.TensorSpec((None, None), tf.int32),  # token_ids (B, T)
+                tf.TensorSpec((None, self.num_layers, 2, self.num_heads, None, self.head_dim), dtype),
+                tf.TensorSpec((), tf.int32),  # cache_index: a tensor, so no retrace per step
+            ]
+            # XLA only for one token at a time: it compiles once per cache
+            # shape, while prompts come in many lengths.
+            function = tf.function(
+                self._cached_forward, input_signature=signature, jit_compile=bool(single_token)
+            )
+            state[key] = function.get_concrete_function()
+        return state[key]
 
     def get_config(self):
         keys = ("vocab_size", "context_length", "num_layers", "num_heads", "hidden_dim",

@@ -337,3 +337,120 @@ def precision_recall_f1(y_true, y_pred, *, average="binary", pos_label=1, num_cl
         tp = matrix[c, c]
         scores.append(_prf(tp, matrix[:, c].sum() - tp, matrix[c].sum() - tp))
     return tuple(float(np.mean(column)) for column in zip(*scores))
+
+
+# --------------------------------------------------------------------------
+# Generated text: diversity and repetition (introduced in chapter 6.6)
+# --------------------------------------------------------------------------
+
+
+def _sequences(sequences):
+    """A list of 1-D sequences (lists of ids or strings); one flat sequence is wrapped."""
+    if isinstance(sequences, str) or (
+        isinstance(sequences, (list, tuple, np.ndarray)) and len(sequences)
+        and not isinstance(sequences[0], (list, tuple, str, np.ndarray))
+    ):
+        sequences = [sequences]
+    if not isinstance(sequences, (list, tuple)) or not sequences:
+        raise ValueError(f"sequences must be a non-empty list of token sequences; got {sequences!r}")
+    return [list(s) for s in sequences]
+
+
+def _check_n(n):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be an integer >= 1; got {n!r}")
+    return int(n)
+
+
+def _ngrams(sequence, n):
+    return [tuple(sequence[i : i + n]) for i in range(len(sequence) - n + 1)]
+
+
+def distinct_n(sequences, n):
+    """Distinct-n: distinct n-grams / all n-grams, pooled over ``sequences``.
+
+    A measure of diversity (Li et al., 2016): 1 means no n-gram occurs
+    twice, values near 0 mean the text keeps repeating itself. n-grams do
+    not cross sequence boundaries. Introduced in chapter 6.6.
+
+    Args:
+        sequences: a list of sequences (lists of token ids, or strings for
+            characters), or one sequence.
+        n: n-gram length (1 = distinct tokens).
+
+    Example:
+        >>> distinct_n(["abab"], 2)  # ab, ba, ab: 2 distinct of 3
+        0.6666666666666666
+    """
+    n = _check_n(n)
+    grams = [g for s in _sequences(sequences) for g in _ngrams(s, n)]
+    if not grams:
+        raise ValueError(f"sequences must hold at least one {n}-gram; got none that long")
+    return len(set(grams)) / len(grams)
+
+
+def repetition_rate(sequences, n=4):
+    """Share of n-grams that repeat an n-gram seen earlier in the same sequence.
+
+    The mean over sequences of ``1 - distinct n-grams / n-grams`` within
+    each sequence (seq-rep-n of Welleck et al., 2020); sequences shorter
+    than n are skipped. 0: nothing repeats; near 1: a loop.
+    Introduced in chapter 6.6.
+
+    Args:
+        sequences: a list of sequences (token ids or strings), or one sequence.
+        n: n-gram length (default 4).
+
+    Example:
+        >>> repetition_rate(["很好很好很好"], 2)  # 很好 好很 很好 好很 很好: 3 of 5 repeat
+        0.6
+    """
+    n = _check_n(n)
+    rates = []
+    for sequence in _sequences(sequences):
+        grams = _ngrams(sequence, n)
+        if grams:
+            rates.append(1.0 - len(set(grams)) / len(grams))
+    if not rates:
+        raise ValueError(f"sequences must hold at least one sequence of >= {n} tokens; got none")
+    return float(np.mean(rates))
+
+
+def continuation_cross_entropy(model, prompt_ids, continuation_ids):
+    """Mean nats per token of ``continuation_ids`` given ``prompt_ids``, under ``model``.
+
+    One forward pass over prompt + continuation; only the continuation's
+    tokens are scored, each given everything before it. ``exp`` of the
+    result is the perplexity of that text under the model. Introduced in
+    chapter 6.6.
+
+    Args:
+        model: ``model(ids)`` maps (1, T) ids to logits (1, T, V); if it has
+            ``context_length``, prompt + continuation must fit in it.
+        prompt_ids: at least one token id.
+        continuation_ids: at least one token id.
+
+    Returns:
+        ``(total_nats, num_tokens)``: sum them over texts before dividing,
+        so that long texts weigh more than short ones.
+    """
+    prompt = _int_array("prompt_ids", prompt_ids, ndim=1)
+    continuation = _int_array("continuation_ids", continuation_ids, ndim=1)
+    if prompt.size == 0 or continuation.size == 0:
+        raise ValueError(
+            f"prompt_ids and continuation_ids must be non-empty; got {prompt.size} and "
+            f"{continuation.size} tokens"
+        )
+    ids = np.concatenate([prompt, continuation])
+    context = getattr(model, "context_length", None)
+    if context is not None and ids.size > context:
+        raise ValueError(
+            f"prompt_ids + continuation_ids must fit in context_length={context}; got {ids.size} tokens"
+        )
+    inputs = ids[None, :-1].astype("int32")  # (1, T - 1): the last token predicts nothing
+    # predict_on_batch runs Keras' compiled predict function when there is one.
+    forward = getattr(model, "predict_on_batch", model)
+    logits = np.asarray(forward(inputs), np.float64)[0]  # (T - 1, V)
+    scored = log_softmax(logits[prompt.size - 1 :])  # rows predicting the continuation
+    picked = np.take_along_axis(scored, continuation[:, None], axis=-1)[:, 0]
+    return float(-picked.sum()), int(continuation.size)

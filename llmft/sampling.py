@@ -135,7 +135,11 @@ def generate(
     fits in the context; past it, generation continues without the cache on
     a sliding window of the last ``context_length`` tokens, exactly as
     ``use_cache=False`` does, so both give the same tokens. Models without a
-    context length (the LSTM) always see the whole sequence.
+    context length (the LSTM) always see the whole sequence. The cache gets
+    :func:`cache_length` slots. On the TensorFlow backend both paths run
+    compiled functions that are traced once per model (see
+    ``GPT.call_with_cache`` and :func:`_compiled_forward`), so per-token
+    Python overhead does not hide what the cache saves (chapter 6.6).
 
     Args:
         model: a Keras language model; ``model(ids)`` gives logits (1, T, V).
@@ -175,13 +179,13 @@ def generate(
 
     caching = bool(use_cache) and hasattr(model, "init_cache") and context is not None
     if caching:
-        cache = model.init_cache(1, context)
+        cache = model.init_cache(1, cache_length(len(tokens), max_new_tokens, context))
         logits, cache = model.call_with_cache(np.array([tokens], "int32"), cache, 0)
     else:
         logits = _window_logits(model, tokens, context)
 
     while True:
-        last = ops.convert_to_numpy(logits[0, -1]).astype(np.float64)  # (V,)
+        last = np.asarray(ops.convert_to_numpy(logits))[0, -1].astype(np.float64)  # (V,)
         next_id = _choose(last, strategy, temperature, top_k, top_p, rng)
         if next_id in stop:
             break
@@ -189,7 +193,7 @@ def generate(
         tokens.append(next_id)
         if len(new) == max_new_tokens:
             break
-        if caching and len(tokens) <= context:
+        if caching and len(tokens) <= cache.shape[-2]:
             # Only the new token goes through the model; earlier keys and
             # values come from the cache.
             step = np.array([[next_id]], "int32")
@@ -200,9 +204,66 @@ def generate(
     return new
 
 
+def cache_length(prompt_length, max_new_tokens, context_length, multiple=64):
+    """KV-cache slots for a generation: prompt + new tokens, rounded up, at most the context.
+
+    Every step attends over (and copies) the whole preallocated cache, so a
+    cache no longer than needed is faster. Rounding up to a ``multiple``
+    keeps the number of distinct cache shapes, each compiled once, small.
+
+    Example:
+        >>> cache_length(10, 256, 512), cache_length(10, 256, 128)
+        (320, 128)
+    """
+    for name, value in (("prompt_length", prompt_length), ("max_new_tokens", max_new_tokens),
+                        ("context_length", context_length), ("multiple", multiple)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0 \
+                or (value == 0 and name != "max_new_tokens"):
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    # The last new token is never fed back, so it needs no slot.
+    needed = prompt_length + max(max_new_tokens - 1, 0)
+    return int(min(context_length, -(-needed // multiple) * multiple))
+
+
 def _window_logits(model, tokens, context):
     window = tokens if context is None else tokens[-context:]
-    return model(np.array([window], "int32"), training=False)
+    ids = np.array([window], "int32")
+    forward = _compiled_forward(model)
+    if forward is None:
+        return model(ids, training=False)
+    import tensorflow as tf
+
+    return forward(tf.constant(ids))
+
+
+def _compiled_forward(model):
+    """A ``tf.function`` of ``model(ids)`` with a free length, made once per model; else None.
+
+    Without the cache every new token reruns the whole window. Compiling that
+    pass too (one trace for every length) keeps the comparison with the
+    cache fair: both paths pay the same per-call overhead, and the
+    difference that remains is the recomputation the cache saves.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or not isinstance(model, keras.Model) \
+            or not model.built:  # an unbuilt model builds itself in its first eager call
+        return None
+    import tensorflow as tf
+
+    # Keyed by the number of weights: enable_lora after a first trace adds
+    # weights, and a graph traced before would not use them.
+    functions = model.__dict__.setdefault("_llmft_generate_forward", {})
+    key = len(model.weights)
+    if key not in functions:
+        function = tf.function(
+            lambda ids: model(ids, training=False),
+            input_signature=[tf.TensorSpec((None, None), tf.int32)],
+        )
+        # The concrete function skips tf.function's per-call argument matching,
+        # as the cached path does (see GPT._compiled_cached_call).
+        functions[key] = function.get_concrete_function()
+    return functions[key]
 
 
 def _choose(logits, strategy, temperature, top_k, top_p, rng):

@@ -200,3 +200,54 @@ def test_strided_evaluation_scores_each_target_once_and_matches_manual():
         metrics.model_cross_entropy(model, ids, 8, stride=8))
     with pytest.raises(ValueError, match="stride"):
         metrics.model_cross_entropy(model, ids, 8, stride=9)
+
+
+# -- generated text ----------------------------------------------------------
+
+def test_distinct_n_counts_distinct_ngrams_over_all_ngrams():
+    assert metrics.distinct_n(["abab"], 2) == pytest.approx(2 / 3)
+    assert metrics.distinct_n([[1, 2, 3], [1, 2]], 1) == pytest.approx(3 / 5)
+    assert metrics.distinct_n([[1, 2, 3], [1, 2]], 2) == pytest.approx(2 / 3)  # no n-gram across sequences
+    assert metrics.distinct_n("aaaa", 1) == 0.25  # one sequence works too
+    assert metrics.distinct_n([[1, 2], [3]], 2) == 1.0  # [3] has no bigram
+
+
+def test_repetition_rate_is_the_mean_share_of_repeated_ngrams():
+    assert metrics.repetition_rate(["很好很好很好"], 2) == pytest.approx(0.6)
+    assert metrics.repetition_rate(["abcdefg"]) == 0.0
+    # Per sequence, then averaged; the short one is skipped.
+    assert metrics.repetition_rate([[1, 1, 1, 1, 1], [1, 2, 3, 4, 5], [7]], 2) == pytest.approx((0.75 + 0.0) / 2)
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: metrics.distinct_n([[1, 2]], 0), "n must"),
+        (lambda: metrics.distinct_n([[1, 2]], 3), "sequences"),
+        (lambda: metrics.distinct_n([], 1), "sequences"),
+        (lambda: metrics.repetition_rate([[1, 2]], 4), "sequences"),
+        (lambda: metrics.repetition_rate([[1, 2, 3]], True), "n must"),
+    ],
+)
+def test_generation_metrics_reject_bad_arguments(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def test_continuation_cross_entropy_scores_only_the_continuation():
+    import keras
+
+    from llmft import gpt
+
+    keras.utils.set_random_seed(0)
+    model = gpt.from_preset("tiny", vocab_size=20)
+    prompt, continuation = [3, 4, 5], [6, 7, 8, 9]
+    total, count = metrics.continuation_cross_entropy(model, prompt, continuation)
+    ids = np.array([prompt + continuation])
+    logp = metrics.log_softmax(keras.ops.convert_to_numpy(model(ids[:, :-1]))[0])
+    manual = -sum(logp[i - 1, ids[0, i]] for i in range(3, 7))
+    assert count == 4 and total == pytest.approx(manual, rel=1e-5)
+    with pytest.raises(ValueError, match="context_length"):
+        metrics.continuation_cross_entropy(model, list(range(20)), list(range(13)))
+    with pytest.raises(ValueError, match="continuation_ids"):
+        metrics.continuation_cross_entropy(model, prompt, [])

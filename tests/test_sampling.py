@@ -149,3 +149,28 @@ def test_generate_rejects_bad_arguments(model, kwargs, name):
     args = {"prompt_ids": PROMPT, "max_new_tokens": 3, **kwargs}
     with pytest.raises(ValueError, match=name):
         sampling.generate(model, **args)
+
+
+# -- cache length and the compiled paths ------------------------------------
+
+def test_cache_length_rounds_up_and_stops_at_the_context():
+    assert sampling.cache_length(10, 256, 512) == 320  # 10 + 255 slots, rounded up to 64s
+    assert sampling.cache_length(10, 256, 128) == 128
+    assert sampling.cache_length(5, 60, 128) == 64  # 5 + 59 = 64 exactly
+    assert sampling.cache_length(5, 61, 128) == 128
+    assert sampling.cache_length(3, 0, 128, multiple=8) == 8
+    for kwargs, name in [(dict(prompt_length=0), "prompt_length"), (dict(max_new_tokens=-1), "max_new_tokens"),
+                         (dict(context_length=1.5), "context_length"), (dict(multiple=0), "multiple")]:
+        args = {"prompt_length": 5, "max_new_tokens": 10, "context_length": 64, **kwargs}
+        with pytest.raises(ValueError, match=name):
+            sampling.cache_length(**args)
+
+
+@pytest.mark.parametrize("new_tokens", [59, 60, 61, 130])
+def test_cache_and_no_cache_agree_around_the_cache_length(new_tokens):
+    # Context 128: 5 + 59 fills a 64-slot cache exactly, 61 needs 128, 130 slides past the context.
+    keras.utils.set_random_seed(2)
+    wide = gpt.GPT(vocab_size=VOCAB, context_length=128, num_layers=1, num_heads=2, hidden_dim=16)
+    cached = sampling.generate(wide, PROMPT, new_tokens, temperature=1.3, seed=4)
+    assert len(cached) == new_tokens
+    assert cached == sampling.generate(wide, PROMPT, new_tokens, temperature=1.3, seed=4, use_cache=False)
