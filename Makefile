@@ -15,13 +15,15 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Hash of the dependency list: the venv is refreshed only when it changes.
 DEPS_HASH := $(shell cat pyproject.toml environment.yml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: help venv book test unit execute clean
+.PHONY: help venv book test unit execute clean linkcheck browser
 
 help:
 	@echo "make test                      run every test (creates/updates .venv)"
 	@echo "make book                      build _build/html from the committed outputs"
 	@echo "make execute PROFILE=cpu       re-run chapters in place (CHAPTERS=... to pick)"
 	@echo "make unit                      unit tests only (fast)"
+	@echo "make browser                   build the book, then test it in headless Chromium"
+	@echo "make linkcheck                 check the book's external links (skipped offline)"
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is required"'
@@ -54,6 +56,21 @@ unit: $(VENV)/.test-$(DEPS_HASH)
 
 execute: $(VENV)/.test-$(DEPS_HASH)
 	$(BIN)/python tools/execute.py --profile $(PROFILE) $(CHAPTERS)
+
+# The book in headless Chromium (tests/test_browser.py, Debian's chromium +
+# Playwright from the test extra); screenshots land in _build/screenshots/.
+browser: book $(VENV)/.test-$(DEPS_HASH)
+	LLMFT_BOOK_HTML=_build/html $(BIN)/python -m pytest tests/test_browser.py -p no:cacheprovider
+
+# External links need the internet: without it, say so and stop (exit 0).
+# Internal links are checked by every build (-n) and by tests/test_browser.py.
+LINKCHECK_PROBE := import socket; socket.create_connection(("github.com", 443), timeout=5).close()
+linkcheck: $(VENV)/.book-$(DEPS_HASH)
+	@if $(BIN)/python -c '$(LINKCHECK_PROBE)' 2>/dev/null; then \
+		$(BIN)/jupyter-book build . --builder linkcheck; \
+	else \
+		echo "make linkcheck: skipped, no network (github.com:443 unreachable); external links are not checked offline"; \
+	fi
 
 clean:
 	rm -rf _build

