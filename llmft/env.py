@@ -89,6 +89,60 @@ def detect_accelerator() -> str:
     return "cpu"
 
 
+def strategy():
+    """The ``tf.distribute`` strategy for this machine: TPU, several GPUs, or one device.
+
+    - a TPU (see :func:`detect_accelerator`) whose ``TPUClusterResolver``
+      connects: ``tf.distribute.TPUStrategy``;
+    - more than one GPU: ``tf.distribute.MirroredStrategy`` over all of them
+      (data parallel: every GPU holds a copy of the weights and gets a
+      slice of each batch; the gradients are summed before the update);
+    - otherwise the default strategy: one device, and its ``scope()``
+      changes nothing, so the same code runs everywhere.
+
+    Build and compile the model inside ``strategy().scope()``; the batch
+    size you give is the global batch, split across the replicas. Several
+    machines need ``tf.distribute.MultiWorkerMirroredStrategy`` and a
+    ``TF_CONFIG`` on every worker, which this function does not guess.
+
+    Example::
+
+        strat = env.strategy()
+        with strat.scope():
+            model = gpt.from_preset("tiny", vocab_size=tok.vocab_size)
+            model, history = train.pretrain(model, ids, steps=100, eval_every=50)
+
+    Raises:
+        ValueError: the Keras backend is not TensorFlow (on JAX, use
+            ``keras.distribution.set_distribution(keras.distribution.DataParallel())``).
+
+    Introduced in chapter 7.
+    """
+    name = backend()
+    if name != "tensorflow":
+        raise ValueError(
+            f"backend must be 'tensorflow' for tf.distribute; got {name!r} "
+            "(on JAX use keras.distribution.DataParallel)"
+        )
+    import tensorflow as tf
+
+    if detect_accelerator() == "tpu":
+        # Only where a TPU is announced: elsewhere the resolver would query
+        # the cloud metadata server over the network.
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            return tf.distribute.TPUStrategy(resolver)
+        except (ValueError, RuntimeError, tf.errors.OpError) as err:
+            print(f"TPU found but not usable from TensorFlow ({type(err).__name__}: {err}); "
+                  "using the devices below", file=sys.stderr)
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    return tf.distribute.get_strategy()
+
+
 def set_seed(seed: int = 0, *, deterministic: bool = True) -> int:
     """Seed Python, NumPy and the Keras backend; optionally make TF ops deterministic.
 

@@ -117,6 +117,10 @@ def encode_chat(tokenizer, messages, *, max_length=None, for_training=True):
 
 def decode_chat(tokenizer, ids):
     """Inverse of :func:`encode_chat` (``for_training=True``): the list of ``(role, text)``."""
+    ids = list(ids) if hasattr(ids, "__iter__") and not isinstance(ids, (str, bytes)) else None
+    if ids is None or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool)
+                              and 0 <= t < tokenizer.vocab_size for t in ids):
+        raise ValueError(f"ids must be token ids in [0, {tokenizer.vocab_size}); got {ids!r:.80}")
     role_of = {tokenizer.token_to_id(t): r for r, t in ROLE_TOKENS.items()}
     end = tokenizer.token_to_id(tokenizers.END_OF_TURN)
     messages, role, content = [], None, []

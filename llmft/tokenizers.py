@@ -47,6 +47,8 @@ class CharTokenizer:
     """
 
     def __init__(self, chars: Sequence[str]):
+        if not isinstance(chars, Iterable):
+            raise ValueError(f"chars must be a sequence of single characters; got {chars!r:.80}")
         chars = list(chars)
         for ch in chars:
             if not isinstance(ch, str) or len(ch) != 1:
@@ -79,6 +81,8 @@ class CharTokenizer:
             isinstance(max_vocab, bool) or not isinstance(max_vocab, int) or max_vocab <= len(SPECIAL_TOKENS)
         ):
             raise ValueError(f"max_vocab must be an integer > {len(SPECIAL_TOKENS)} or None; got {max_vocab!r}")
+        if not isinstance(texts, Iterable):
+            raise ValueError(f"texts must be an iterable of strings; got {texts!r:.80}")
         counts: collections.Counter[str] = collections.Counter()
         n_texts = 0
         for text in texts:
@@ -147,6 +151,8 @@ class CharTokenizer:
 
     def decode(self, ids: Iterable[int], *, skip_special: bool = True) -> str:
         """Text of ``ids``; special tokens are dropped (or kept as ``<name>``)."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise ValueError(f"ids must be an iterable of integer ids; got {ids!r:.80}")
         out = []
         n = len(self.tokens)
         special = self.special_ids
@@ -160,6 +166,8 @@ class CharTokenizer:
 
     def unknown_rate(self, text: str) -> float:
         """Share of characters of ``text`` that map to ``<unk>``."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a string; got {type(text).__name__} {text!r:.80}")
         if not text:
             return 0.0
         return sum(ch not in self._index for ch in text) / len(text)
@@ -195,6 +203,9 @@ class CharTokenizer:
             raise ValueError(f"max_length must be a positive integer or None; got {max_length!r}")
         if padding == "max_length" and max_length is None:
             raise ValueError("max_length must be given when padding='max_length'; got None")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise ValueError(f"texts[{bad[0]}] must be a string; got {texts[bad[0]]!r:.80}")
         rows = [self.encode(t, add_bos=add_bos, add_eos=add_eos) for t in texts]
         if max_length is not None:
             too_long = [i for i, r in enumerate(rows) if len(r) > max_length]
@@ -231,8 +242,10 @@ class CharTokenizer:
             raise ValueError(f"data is not a saved {_FORMAT}; got format {data.get('format') if isinstance(data, dict) else data!r}")
         if data.get("version") != _FORMAT_VERSION:
             raise ValueError(f"version {data.get('version')!r} is not supported (expected {_FORMAT_VERSION})")
-        if list(data.get("special_tokens", [])) != list(SPECIAL_TOKENS):
+        if data.get("special_tokens") != list(SPECIAL_TOKENS):
             raise ValueError(f"special_tokens differ from this llmft's: {data.get('special_tokens')!r}")
+        if not isinstance(data.get("chars"), list):
+            raise ValueError(f"chars must be a list of characters; got {data.get('chars')!r:.80}")
         tok = cls(data["chars"])
         if data.get("fingerprint") not in (None, tok.fingerprint):
             raise ValueError("fingerprint does not match the vocabulary: the file was altered")
@@ -249,8 +262,8 @@ class CharTokenizer:
             raise ValueError(f"path {str(path)!r} does not exist")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"path {str(path)!r} is not valid JSON: {err}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"path {str(path)!r} is not valid UTF-8 JSON: {err}") from None
         return cls.from_dict(data)
 
     def __repr__(self) -> str:

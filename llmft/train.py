@@ -171,10 +171,33 @@ def save_checkpoint(model, directory, step, history):
     tmp = directory / f".{name}.tmp.keras"  # Keras insists on the .keras suffix
     model.save(tmp)
     os.replace(tmp, directory / name)
-    paths.atomic_write_json(directory / LATEST, {"checkpoint": name, "step": step, "history": history})
+    paths.atomic_write_json(directory / LATEST, {"checkpoint": name, "step": step, "history": history,
+                                                 "rng": seed_states(model)})
     for old in sorted(directory.glob("step-*.keras"))[:-2]:
         old.unlink(missing_ok=True)
     return directory / name
+
+
+def seed_states(model):
+    """The dropout random state: ``[seed, counter]`` of every Keras seed generator in ``model``.
+
+    ``model.save`` keeps weights and optimizer state but not these counters
+    (``model.variables`` has them, ``model.weights`` does not), so a resumed
+    run would draw other dropout masks than an uninterrupted one.
+    :func:`save_checkpoint` stores them in ``latest.json``; resuming puts
+    them back with :func:`restore_seed_states`.
+    """
+    return [[int(x) for x in keras.ops.convert_to_numpy(v)] for v in model.variables
+            if v.name == "seed_generator_state"]
+
+
+def restore_seed_states(model, states):
+    """Assign ``states`` (from :func:`seed_states`) to ``model``'s seed generators, in order."""
+    variables = [v for v in model.variables if v.name == "seed_generator_state"]
+    if not isinstance(states, list) or len(states) != len(variables):
+        raise ValueError(f"states must list {len(variables)} seed generator states for this model; got {states!r:.80}")
+    for variable, state in zip(variables, states):
+        variable.assign(np.asarray(state, dtype=variable.dtype))
 
 
 def latest_checkpoint(directory):
@@ -233,10 +256,48 @@ def _exclude_from_decay(optimizer):
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
 
 
+@keras.saving.register_keras_serializable(package="llmft")
+class ReplicaAdamW(keras.optimizers.AdamW):
+    """AdamW whose ``global_clipnorm`` clips the gradient summed over all replicas.
+
+    Keras 3 on TensorFlow clips each replica's gradient *before* the
+    all-reduce, so under ``MirroredStrategy`` every replica is clipped to the
+    norm on its own and the sum can be larger than one device would allow.
+    Here the replicas first add up their gradients to get the norm of the
+    total, and all scale by the same factor: the summed update is the
+    single-device one. With one replica it is exactly ``AdamW``.
+    Introduced in chapter 7 (see :func:`llmft.env.strategy`).
+    """
+
+    def _clip_gradients(self, grads):
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if not self.global_clipnorm or context is None or context.num_replicas_in_sync == 1:
+            return super()._clip_gradients(grads)
+        # Dense first: summed IndexedSlices (embedding gradients) repeat a row
+        # once per replica, and the norm of their values is not the gradient's.
+        dense = [tf.convert_to_tensor(g) for g in grads if g is not None]
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, dense)
+        norm = tf.linalg.global_norm(total)
+        clip = tf.cast(self.global_clipnorm, norm.dtype)
+        scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)  # NaN if the norm is not finite
+        return [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+
+
 def compile_for_pretraining(model, config: TrainConfig):
-    """AdamW + warmup/cosine + global-norm clipping, loss on logits."""
+    """AdamW + warmup/cosine + global-norm clipping, loss on logits.
+
+    Under a ``tf.distribute`` strategy with several replicas the optimizer is
+    :class:`ReplicaAdamW`, so that clipping sees the whole batch's gradient.
+    """
     schedule = WarmupCosine(config.learning_rate, config.warmup_steps, config.steps)
-    optimizer = keras.optimizers.AdamW(
+    replicas = 1
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    optimizer = (ReplicaAdamW if replicas > 1 else keras.optimizers.AdamW)(
         learning_rate=schedule, weight_decay=config.weight_decay, beta_2=0.99, global_clipnorm=config.clip_norm
     )
     _exclude_from_decay(optimizer)
@@ -287,7 +348,7 @@ class _Runner:
 
 
 def pretrain(model, train_ids, val_ids=None, *, config: TrainConfig | None = None,
-             context_length=None, checkpoint_dir=None, verbose=True, **overrides):
+             context_length=None, checkpoint_dir=None, verbose=True, callbacks=(), **overrides):
     """Train ``model`` to predict the next token of ``train_ids``.
 
     Args:
@@ -301,6 +362,10 @@ def pretrain(model, train_ids, val_ids=None, *, config: TrainConfig | None = Non
             evaluation, and a run started again with the same directory
             resumes from the latest complete checkpoint.
         verbose: print one line per evaluation.
+        callbacks: extra ``keras.callbacks.Callback`` objects, run after the
+            book's own progress callback in every ``fit`` call, e.g. a
+            ``keras.callbacks.TensorBoard`` (chapter 7). Keras counts epochs
+            as evaluations here: one "epoch" is ``eval_every`` steps.
 
     Returns:
         ``(model, history)``: the trained model (the resumed one if a
@@ -309,6 +374,9 @@ def pretrain(model, train_ids, val_ids=None, *, config: TrainConfig | None = Non
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     config.validate()
+    if not isinstance(callbacks, (list, tuple)) or not all(
+            isinstance(cb, keras.callbacks.Callback) for cb in callbacks):
+        raise ValueError(f"callbacks must be a list of keras.callbacks.Callback objects; got {callbacks!r}")
     if context_length is None:
         context_length = getattr(model, "context_length", None)
     if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 1:
@@ -321,6 +389,9 @@ def pretrain(model, train_ids, val_ids=None, *, config: TrainConfig | None = Non
         if found is not None:
             path, start_step, history = found
             model = keras.saving.load_model(path, safe_mode=True)
+            rng = json.loads((Path(checkpoint_dir) / LATEST).read_text(encoding="utf-8")).get("rng")
+            if rng is not None:  # absent in checkpoints written before it was saved
+                restore_seed_states(model, rng)
             # The exclusion list is not part of the saved optimizer config:
             # set it again, or a resumed run would decay LayerNorm and biases.
             _exclude_from_decay(model.optimizer)
@@ -346,7 +417,7 @@ def pretrain(model, train_ids, val_ids=None, *, config: TrainConfig | None = Non
         initial_epoch=first_eval,
         epochs=total_evals,
         steps_per_epoch=config.eval_every,
-        callbacks=[_Progress(runner)],
+        callbacks=[_Progress(runner), *callbacks],
         shuffle=False,  # batches are already random windows, chosen per step
         verbose=0,
     )

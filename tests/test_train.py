@@ -112,3 +112,40 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     resumed, _ = train.pretrain(tiny_model(), ids, ids[:400], steps=20, checkpoint_dir=tmp_path, **kwargs)
     for a, b in zip(straight.weights, resumed.weights):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=a.path)
+
+
+def test_extra_callbacks_see_every_training_batch():
+    class Count(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches, self.epochs = 0, []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+    count = Count()
+    _, history = train.pretrain(tiny_model(), stream(), steps=30, batch_size=4, eval_every=10, warmup_steps=2,
+                                verbose=False, callbacks=[count])
+    assert count.batches == 30 and count.epochs == [0, 1, 2]  # one Keras "epoch" per evaluation
+    assert [h["step"] for h in history] == [10, 20, 30]  # the book's own callback still ran
+
+
+def test_tensorboard_callback_logs_the_batch_loss(tmp_path):
+    pytest.importorskip("tensorboard")
+    import tensorflow as tf
+
+    board = keras.callbacks.TensorBoard(str(tmp_path), update_freq=1, write_graph=False)
+    _, history = train.pretrain(tiny_model(), stream(), steps=20, batch_size=4, eval_every=10, warmup_steps=2,
+                                verbose=False, callbacks=[board])
+    steps = [e.step for f in (tmp_path / "train").glob("events.out.tfevents.*")
+             for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value if v.tag == "batch_loss"]
+    assert steps == list(range(1, 21))
+
+
+@pytest.mark.parametrize("callbacks", [None, keras.callbacks.History(), ["not a callback"]])
+def test_bad_callbacks_are_a_clear_error(callbacks):
+    with pytest.raises(ValueError, match="callbacks must be a list"):
+        train.pretrain(tiny_model(), stream(), steps=10, eval_every=10, warmup_steps=1, callbacks=callbacks)
