@@ -25,7 +25,7 @@ import numpy as np
 
 from llmft import heads
 from llmft.checks import check_int
-from llmft.train import WarmupCosine
+from llmft.train import finetune_optimizer
 
 
 def encode(tokenizer, examples, *, max_length):
@@ -157,11 +157,8 @@ def fit_classifier(model, train_data, val_data, *, epochs, learning_rate, steps_
     check_int("steps_per_epoch", steps_per_epoch)
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
-    total = epochs * steps_per_epoch
-    schedule = WarmupCosine(learning_rate, int(warmup_fraction * total), total, final_ratio=0.0)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay,
-                                       global_clipnorm=clip_norm)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    optimizer = finetune_optimizer(learning_rate, epochs * steps_per_epoch, warmup_fraction=warmup_fraction,
+                                   weight_decay=weight_decay, clip_norm=clip_norm)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     log = _EpochLog(name, verbose)

@@ -33,7 +33,7 @@ import numpy as np
 from llmft import tokenizers
 from llmft.checks import check_int
 from llmft.finetune import batch_indices
-from llmft.train import WarmupCosine
+from llmft.train import finetune_optimizer
 
 ROLES = ("system", "user", "assistant")
 ROLE_TOKENS = {"system": tokenizers.SYSTEM, "user": tokenizers.USER, "assistant": tokenizers.ASSISTANT}
@@ -275,11 +275,8 @@ def fit_sft(model, train_data, val_data=None, *, epochs, learning_rate, steps_pe
     check_int("steps_per_epoch", steps_per_epoch)
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
-    total = epochs * steps_per_epoch
-    schedule = WarmupCosine(learning_rate, int(warmup_fraction * total), total, final_ratio=0.1)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay, beta_2=0.99,
-                                       global_clipnorm=clip_norm)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    optimizer = finetune_optimizer(learning_rate, epochs * steps_per_epoch, warmup_fraction=warmup_fraction,
+                                   weight_decay=weight_decay, clip_norm=clip_norm, final_ratio=0.1, beta_2=0.99)
     model.compile(optimizer=optimizer, loss=sft_loss())
     log = _Log(name, val_data, verbose)
     model.fit(train_data, epochs=epochs, callbacks=[log], shuffle=False, verbose=0)

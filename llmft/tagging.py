@@ -32,7 +32,7 @@ from keras import ops
 
 from llmft import finetune, heads
 from llmft.checks import check_dropout, check_int
-from llmft.train import WarmupCosine
+from llmft.train import finetune_optimizer
 
 IGNORE = -1  # label of padding positions: no loss, no score
 PUNCTUATION = frozenset("。！？；，、：!?;,:")  # a window may end right after one of these
@@ -389,10 +389,8 @@ def fit_tagger(model, train, val, *, epochs, learning_rate, batch_size=32, names
     if x.shape != y.shape or len(x) == 0:
         raise ValueError(f"train must be (ids, labels) of the same shape; got {x.shape} and {y.shape}")
     steps = -(-len(x) // batch_size)
-    total = epochs * steps
-    schedule = WarmupCosine(learning_rate, int(warmup_fraction * total), total, final_ratio=0.0)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay, global_clipnorm=clip_norm)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    optimizer = finetune_optimizer(learning_rate, epochs * steps, warmup_fraction=warmup_fraction,
+                                   weight_decay=weight_decay, clip_norm=clip_norm)
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE))
     val_x, val_y = (np.asarray(a) for a in val)

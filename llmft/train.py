@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from llmft import paths
+from llmft.checks import check_int
 
 
 # ---------------------------------------------------------------------------
@@ -254,6 +255,25 @@ class TrainConfig:
 def _exclude_from_decay(optimizer):
     # No weight decay on LayerNorm scales/offsets and biases: it would pull them to 0.
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+
+
+def finetune_optimizer(learning_rate, total_steps, *, warmup_fraction, weight_decay, clip_norm,
+                       final_ratio=0.0, beta_2=0.999):
+    """AdamW with warmup/cosine and global-norm clipping for a fine-tuning run.
+
+    The recipe of the fine-tuning loops (:func:`llmft.finetune.fit_classifier`,
+    :func:`llmft.sft.fit_sft`, :func:`llmft.tagging.fit_tagger`): warm up for
+    ``warmup_fraction`` of ``total_steps``, then cosine decay to
+    ``final_ratio`` of the peak; no weight decay on biases and LayerNorm.
+    """
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
+    check_int("total_steps", total_steps)
+    schedule = WarmupCosine(learning_rate, int(warmup_fraction * total_steps), total_steps, final_ratio=final_ratio)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay, beta_2=beta_2,
+                                       global_clipnorm=clip_norm)
+    _exclude_from_decay(optimizer)
+    return optimizer
 
 
 @keras.saving.register_keras_serializable(package="llmft")
