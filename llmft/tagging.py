@@ -142,7 +142,7 @@ def split_points(text: str, max_length: int, tags: Sequence[str] | None = None) 
     """Cut ``text`` into consecutive windows ``(start, end)`` of at most ``max_length`` characters.
 
     Greedy and deterministic: each window ends after the last punctuation
-    mark (:data:`PUNCTUATION`) that keeps it within ``max_length``; a stretch
+    mark (``PUNCTUATION``: 。！？；，、： and their ASCII forms) that keeps it within ``max_length``; a stretch
     with no punctuation is cut at ``max_length``. With ``tags`` (training
     data) no cut falls inside an entity unless the entity itself is longer
     than ``max_length``. The windows cover every character exactly once.

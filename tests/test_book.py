@@ -1,5 +1,7 @@
 """The HTML book builds from the committed outputs with warnings as errors."""
 
+import html as html_text
+import json
 import re
 from pathlib import Path
 
@@ -80,6 +82,40 @@ def test_chapters_link_into_the_api_page_and_the_glossary(html):
     for name in ["02_concepts", "03_pretraining", "04_math", "05_project"]:
         page = (html / "chapters" / f"{name}.html").read_text(encoding="utf-8")
         assert len(set(re.findall(r'href="01_background\.html#(term-[^"]+)"', page))) >= 10, name
+
+
+@pytest.mark.book
+def test_every_figure_has_a_caption_and_a_label(html):
+    """Each code cell with an image output is a numbered figure with a caption (issue #11).
+
+    The caption and the label live in the cell metadata that MyST-NB reads:
+    ``"mystnb": {"figure": {"caption": ..., "name": "fig-<chapter>-<slug>"}}``.
+    """
+    from docutils.nodes import make_id
+
+    built = set(re.findall(r"file:\s*chapters/(\S+)", (ROOT / "_toc.yml").read_text(encoding="utf-8")))
+    names = []
+    for path in sorted((ROOT / "chapters").glob("*.ipynb")):
+        figures = []
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "code" or not any("image/png" in o.get("data", {}) for o in cell["outputs"]):
+                continue
+            figure = cell["metadata"].get("mystnb", {}).get("figure", {})
+            where = f"{path.name}, cell {cell.get('id')}"
+            assert str(figure.get("caption", "")).strip(), f"{where}: add mystnb.figure.caption to the cell metadata"
+            assert re.fullmatch(rf"fig-{re.escape(path.stem)}-[a-z0-9-]+", str(figure.get("name", ""))), where
+            figures.append(figure)
+        names += [f["name"] for f in figures]
+        if path.stem not in built:  # a chapter not yet in _toc.yml has no page
+            continue
+        page = (html / "chapters" / f"{path.stem}.html").read_text(encoding="utf-8")
+        for figure in figures:
+            m = re.search(rf'<figure[^>]*\bid="{make_id(figure["name"])}"[^>]*>(.*?)</figure>', page, re.S)
+            assert m and "<figcaption" in m.group(1), f"{path.stem}: no captioned figure {figure['name']}"
+            caption = re.search(r'<span class="caption-text">(.*?)</span><a class="headerlink"', m.group(1), re.S)
+            assert caption, figure["name"]
+            assert html_text.unescape(re.sub(r"<[^>]+>", "", caption.group(1))) == figure["caption"].replace("`", "")
+    assert len(names) >= 18 and len(names) == len(set(names)), names
 
 
 def test_every_bibliography_entry_is_cited_and_every_citation_defined():
