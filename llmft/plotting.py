@@ -122,6 +122,8 @@ def plot_history(histories: dict, *, x: str = "step", ys=("val_loss",), baseline
             raise ValueError(f"ys must contain 'train_loss' and/or 'val_loss'; got {y!r}")
     ax = _axes(ax, (6.4, 4))
     for name, history in histories.items():
+        if any(x not in row for row in history):
+            raise ValueError(f"histories[{name!r}] rows must all have the x key {x!r}; got keys {sorted(history[0])}")
         for y in ys:
             points = [(row[x], row[y]) for row in history if row.get(y) is not None]
             style = "-" if y == "val_loss" else ":"

@@ -44,7 +44,12 @@ def test_recurring_figures_draw_and_validate():
     plotting.plot_embeddings_2d(np.zeros((2, 2)), ["甲", "乙"])
     plt.close("all")
     with pytest.raises(ValueError, match="x must be"):
-        plotting.plot_history({"GPT": h}, x="epoch")
+        plotting.plot_history({"GPT": h}, x="wall")
+    with pytest.raises(ValueError, match="must all have the x key 'epoch'"):
+        plotting.plot_history({"GPT": h}, x="epoch")  # pretraining rows count steps, not epochs
+    ax = plotting.plot_history({"SFT": [{"epoch": 1, "val_loss": 2.0}, {"epoch": 2, "val_loss": 1.5}]}, x="epoch")
+    assert ax.get_xlabel() == "轮次"
+    plt.close("all")
     with pytest.raises(ValueError, match="square"):
         plotting.plot_attention(np.zeros((2, 3)), ["a", "b"])
     with pytest.raises(ValueError, match="labels"):
