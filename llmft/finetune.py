@@ -155,8 +155,6 @@ def fit_classifier(model, train_data, val_data, *, epochs, learning_rate, steps_
     """
     check_int("epochs", epochs)
     check_int("steps_per_epoch", steps_per_epoch)
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
     optimizer = finetune_optimizer(learning_rate, epochs * steps_per_epoch, warmup_fraction=warmup_fraction,
                                    weight_decay=weight_decay, clip_norm=clip_norm)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -241,13 +241,22 @@ def cache_length(prompt_length, max_new_tokens, context_length, multiple=64):
 
 def _window_logits(model, tokens, context):
     window = tokens if context is None else tokens[-context:]
-    ids = np.array([window], "int32")
-    forward = _compiled_forward(model)
-    if forward is None:
-        return model(ids, training=False)
+    return forward_fn(model)(np.array([window], "int32"))
+
+
+def forward_fn(model):
+    """``ids (B, T) int32 -> logits`` of ``model``, compiled once per model on TensorFlow.
+
+    Any batch size and length use the same trace (``_compiled_forward``);
+    other backends, and a model not built yet, run eagerly. Chapter 6.4's
+    batched replies (:func:`llmft.sft.generate_replies`) use it too.
+    """
+    compiled = _compiled_forward(model)
+    if compiled is None:
+        return lambda ids: model(ids, training=False)
     import tensorflow as tf
 
-    return forward(tf.constant(ids))
+    return lambda ids: compiled(tf.constant(ids, dtype=tf.int32))
 
 
 def _compiled_forward(model):

@@ -30,7 +30,7 @@ import time
 import keras
 import numpy as np
 
-from llmft import tokenizers
+from llmft import sampling, tokenizers
 from llmft.checks import check_int
 from llmft.finetune import batch_indices
 from llmft.train import finetune_optimizer
@@ -273,8 +273,6 @@ def fit_sft(model, train_data, val_data=None, *, epochs, learning_rate, steps_pe
     """
     check_int("epochs", epochs)
     check_int("steps_per_epoch", steps_per_epoch)
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
     optimizer = finetune_optimizer(learning_rate, epochs * steps_per_epoch, warmup_fraction=warmup_fraction,
                                    weight_decay=weight_decay, clip_norm=clip_norm, final_ratio=0.1, beta_2=0.99)
     model.compile(optimizer=optimizer, loss=sft_loss())
@@ -286,16 +284,6 @@ def fit_sft(model, train_data, val_data=None, *, epochs, learning_rate, steps_pe
 # ---------------------------------------------------------------------------
 # 4. Replies: generation that stops at the end of the assistant's turn
 # ---------------------------------------------------------------------------
-
-def _forward(model):
-    # One trace for every (B, T): without a signature each new width retraces.
-    if keras.backend.backend() != "tensorflow":
-        return lambda ids: model(ids, training=False)
-    import tensorflow as tf
-
-    return tf.function(lambda ids: model(ids, training=False),
-                       input_signature=[tf.TensorSpec((None, None), tf.int32)])
-
 
 def generate_replies(model, tokenizer, prompts, *, max_new_tokens, batch_size=64, multiple=16):
     """Greedy replies of a chat model to many prompts, batched.
@@ -318,7 +306,7 @@ def generate_replies(model, tokenizer, prompts, *, max_new_tokens, batch_size=64
             raise ValueError(f"prompts[{i}] encodes to {len(ids)} tokens; the context_length={context} "
                              "leaves no room for a reply")
     end = tokenizer.token_to_id(tokenizers.END_OF_TURN)
-    forward = _forward(model)
+    forward = sampling.forward_fn(model)  # one trace for every batch width
     order = np.argsort([len(e) for e in encoded], kind="stable")
     results = [None] * len(encoded)
     for start in range(0, len(order), batch_size):

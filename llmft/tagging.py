@@ -381,8 +381,6 @@ def fit_tagger(model, train, val, *, epochs, learning_rate, batch_size=32, names
     """
     check_int("epochs", epochs)
     check_int("batch_size", batch_size)
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
     if names is None:
         raise ValueError("names must list the tag names in id order; got None")
     x, y = (np.asarray(a, dtype="int32") for a in train)
