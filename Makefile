@@ -15,15 +15,18 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Hash of the dependency list: the venv is refreshed only when it changes.
 DEPS_HASH := $(shell cat pyproject.toml environment.yml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: help venv book test unit execute clean linkcheck browser
+.PHONY: help venv book test unit execute clean linkcheck browser bench test-backends test-gpu
 
 help:
 	@echo "make test                      run every test (creates/updates .venv)"
 	@echo "make book                      build _build/html from the committed outputs"
 	@echo "make execute PROFILE=cpu       re-run chapters in place (CHAPTERS=... to pick)"
 	@echo "make unit                      unit tests only (fast)"
+	@echo "make test-backends             model/training/sampling tests on JAX and PyTorch too"
+	@echo "make test-gpu                  every chapter in the gpu profile, metrics checked (GPU machine)"
 	@echo "make browser                   build the book, then test it in headless Chromium"
 	@echo "make linkcheck                 check the book's external links (skipped offline)"
+	@echo "make bench                     benchmarks -> results/bench.json (appendix book/bench)"
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is required"'
@@ -51,6 +54,18 @@ book: $(VENV)/.book-$(DEPS_HASH)
 test: $(VENV)/.test-$(DEPS_HASH)
 	LLMFT_PROFILE=smoke $(BIN)/python -m pytest tests chapters --nbval-lax -p no:cacheprovider
 
+# make test runs tests/test_backends.py on JAX; this adds PyTorch (skipped,
+# with the reason, when torch is not installed: PyPI's Linux wheel is the
+# CUDA build, so install a CPU build of PyTorch yourself if you want it).
+test-backends: $(VENV)/.test-$(DEPS_HASH)
+	LLMFT_BACKENDS=jax,torch $(BIN)/python -m pytest tests/test_backends.py -rs -p no:cacheprovider
+
+# On a GPU machine: every chapter with the gpu profile (papermill, into
+# _build/gpu-run), metrics checked against the committed cpu run; JAX backend
+# where TensorFlow is not installed. See tools/gpu_run.py.
+test-gpu: $(VENV)/.test-$(DEPS_HASH)
+	$(BIN)/python tools/gpu_run.py --profile gpu --out _build/gpu-run
+
 unit: $(VENV)/.test-$(DEPS_HASH)
 	$(BIN)/python -m pytest tests -m "not notebook and not book" -p no:cacheprovider
 
@@ -71,6 +86,10 @@ linkcheck: $(VENV)/.book-$(DEPS_HASH)
 	else \
 		echo "make linkcheck: skipped, no network (github.com:443 unreachable); external links are not checked offline"; \
 	fi
+
+# Speed and memory, as ratios measured in one run (llmft/bench.py, tools/bench.py).
+bench: $(VENV)/.test-$(DEPS_HASH)
+	$(BIN)/python tools/bench.py
 
 clean:
 	rm -rf _build

@@ -7,7 +7,6 @@ its ``parameters`` cell.
 from __future__ import annotations
 
 import contextlib
-import glob
 import importlib.metadata
 import os
 import platform
@@ -62,7 +61,9 @@ def detect_accelerator() -> str:
     ``/dev/accel*`` / ``/dev/vfio`` devices, a GPU through the active Keras
     backend, so the answer does not depend on which backend is installed.
     """
-    if os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME") or glob.glob("/dev/accel*"):
+    from llmft import colab
+
+    if colab.tpu_present():
         return "tpu"
     name = backend()
     try:
@@ -143,6 +144,34 @@ def strategy():
     return tf.distribute.get_strategy()
 
 
+def distribution():
+    """The ``keras.distribution`` for JAX: data parallel over all devices, or ``None`` for one device.
+
+    On JAX (the ``tpu`` profile, and GPU machines without TensorFlow) Keras
+    distributes training itself: ``keras.distribution.DataParallel`` keeps a
+    copy of the weights on every device and splits each batch between them;
+    gradients are averaged over the whole batch inside one compiled step, so
+    clipping sees the global gradient. :func:`start_chapter` sets it when
+    more than one device is visible. On TensorFlow use :func:`strategy`.
+
+    Raises:
+        ValueError: the Keras backend is not JAX.
+
+    Introduced in chapter 7.
+    """
+    name = backend()
+    if name != "jax":
+        raise ValueError(f"backend must be 'jax' for keras.distribution; got {name!r} "
+                         "(on TensorFlow use llmft.env.strategy())")
+    import jax
+    import keras
+
+    devices = jax.devices()
+    if len(devices) < 2:
+        return None
+    return keras.distribution.DataParallel(devices=devices)
+
+
 def set_seed(seed: int = 0, *, deterministic: bool = True) -> int:
     """Seed Python, NumPy and the Keras backend; optionally make TF ops deterministic.
 
@@ -202,8 +231,10 @@ def environment_report() -> dict:
 
 
 def in_colab() -> bool:
-    """True inside Google Colab."""
-    return "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ
+    """True inside Google Colab (see :func:`llmft.colab.in_colab`)."""
+    from llmft import colab
+
+    return colab.in_colab()
 
 
 def start_chapter(profile: str | None = "auto", *, seed: int = 0) -> profiles.Profile:
@@ -222,7 +253,15 @@ def start_chapter(profile: str | None = "auto", *, seed: int = 0) -> profiles.Pr
     from llmft import plotting
 
     plotting.use_cjk_font()
-    print(f"{prof.describe()} backend={backend()} accelerator={detect_accelerator()} seed={seed}")
+    devices = ""
+    if backend() == "jax":
+        import keras
+
+        parallel = distribution()
+        if parallel is not None:  # a TPU's 8 cores, or several GPUs
+            keras.distribution.set_distribution(parallel)
+            devices = f" data_parallel={len(parallel.device_mesh.devices.ravel())}"
+    print(f"{prof.describe()} backend={backend()} accelerator={detect_accelerator()} seed={seed}{devices}")
     return prof
 
 

@@ -156,7 +156,7 @@ def plot_attention(weights, tokens, *, ax=None, title: str | None = None):
     ax.set_yticks(range(len(tokens)), labels=list(tokens))
     ax.set_xlabel("被关注的位置（键）")
     ax.set_ylabel("当前位置（查询）")
-    ax.figure.colorbar(image, ax=ax, fraction=0.046)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, label="注意力权重")
     if title:
         ax.set_title(title)
     return ax
@@ -177,6 +177,39 @@ def plot_embeddings_2d(points, labels, *, ax=None, title: str | None = None):
         ax.annotate(label, (px, py), fontsize=9)
     ax.set_xlabel("第 1 主成分")
     ax.set_ylabel("第 2 主成分")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_confusion(matrix, labels, *, ax=None, title: str | None = None):
+    """Confusion matrix heatmap: rows are true classes, columns predictions.
+
+    Each cell shows its count; the colour bar is labelled. Introduced in
+    chapter 5 (sentiment) and reused for the topics of chapter 6.1.
+    """
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ValueError(f"matrix must be a non-empty square (K, K) array; got shape {matrix.shape}")
+    if len(labels) != matrix.shape[0]:
+        raise ValueError(f"labels must have {matrix.shape[0]} entries; got {len(labels)}")
+    size = max(3.4, 0.55 * len(labels) + 1.6)
+    ax = _axes(ax, (size + 0.8, size))
+    image = ax.imshow(matrix, cmap="Blues", vmin=0)
+    threshold = matrix.max() / 2 if matrix.max() > 0 else 1
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            value = matrix[i, j]
+            text = f"{value:.2f}" if np.issubdtype(matrix.dtype, np.floating) else f"{value}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if value > threshold else "black")
+    ax.set_xticks(range(len(labels)), labels=list(labels), rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
+    ax.set_yticks(range(len(labels)), labels=list(labels))
+    ax.set_xlabel("预测类别")
+    ax.set_ylabel("真实类别")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, label="样本数")
     if title:
         ax.set_title(title)
     return ax

@@ -4,8 +4,9 @@ One function, :func:`pretrain`, trains any Keras model that maps token ids
 ``(B, T)`` to next-token logits ``(B, T, V)`` (the book's GPT and LSTM). What
 it adds to ``model.fit``:
 
-1. a windowed ``tf.data`` pipeline whose batch for step ``s`` depends only on
-   ``(seed, s)``, so a resumed run sees exactly the batches it would have seen;
+1. a windowed input pipeline (``tf.data`` on TensorFlow, NumPy on JAX and
+   PyTorch, which need no TensorFlow) whose batch for step ``s`` depends only
+   on ``(seed, s)``, so a resumed run sees exactly the batches it would have seen;
 2. AdamW with linear warmup and cosine decay, and global gradient clipping;
 3. validation loss every ``eval_every`` steps, one compact line each;
 4. ``.keras`` checkpoints (weights and optimizer state) written atomically,
@@ -100,16 +101,27 @@ def _check_stream(name, ids, context_length):
     return ids.astype(np.int32)
 
 
+def _tf_pipeline() -> bool:
+    # tf.data only on the TensorFlow backend: JAX and PyTorch runs must not
+    # need TensorFlow installed (the GPU machine of make test-gpu has none).
+    return keras.backend.backend() == "tensorflow"
+
+
 def window_batches(ids, *, batch_size, context_length, seed, start_step=0, num_steps=None):
-    """``tf.data`` of ``(inputs, targets)`` windows sampled at random offsets.
+    """``(inputs, targets)`` windows sampled at random offsets, one batch per step.
 
     The offsets of step ``s`` come from a stateless RNG seeded by
     ``(seed, s)``: the batch of step ``s`` is the same in a fresh run and in
     a run resumed at ``s``. Targets are the inputs shifted by one token.
+    On TensorFlow this is a ``tf.data.Dataset``; on the other backends a
+    NumPy generator (its offsets come from NumPy's RNG, so the two backends
+    see different, equally random, windows).
     """
+    ids = _check_stream("ids", ids, context_length)
+    if not _tf_pipeline():
+        return _numpy_windows(ids, batch_size, context_length, seed, start_step, num_steps)
     import tensorflow as tf
 
-    ids = _check_stream("ids", ids, context_length)
     tokens = tf.constant(ids)
     high = len(ids) - context_length - 1
     offsets = tf.range(context_length + 1, dtype=tf.int64)
@@ -128,16 +140,44 @@ def window_batches(ids, *, batch_size, context_length, seed, start_step=0, num_s
     )
 
 
+def _numpy_windows(ids, batch_size, context_length, seed, start_step, num_steps):
+    high = len(ids) - context_length - 1
+    offsets = np.arange(context_length + 1)
+    step = start_step
+    while num_steps is None or step < start_step + num_steps:
+        starts = np.random.default_rng([int(seed), int(step)]).integers(0, high + 1, size=batch_size)
+        windows = ids[starts[:, None] + offsets[None, :]]  # (B, T + 1)
+        yield windows[:, :-1], windows[:, 1:]
+        step += 1
+
+
+class _ArrayBatches(keras.utils.PyDataset):
+    """Fixed batches of two arrays; each ``evaluate`` call reads them from the start."""
+
+    def __init__(self, inputs, targets, batch_size):
+        super().__init__()
+        self.inputs, self.targets, self.batch_size = inputs, targets, batch_size
+
+    def __len__(self):
+        return math.ceil(len(self.inputs) / self.batch_size)
+
+    def __getitem__(self, index):
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.inputs[part], self.targets[part]
+
+
 def eval_batches(ids, *, batch_size, context_length, max_batches=None):
     """Non-overlapping windows covering ``ids`` in order (for validation loss)."""
-    import tensorflow as tf
-
     ids = _check_stream("val_ids", ids, context_length)
     n = (len(ids) - 1) // context_length
     inputs = ids[: n * context_length].reshape(n, context_length)
     targets = ids[1 : n * context_length + 1].reshape(n, context_length)
     if max_batches is not None:
         inputs, targets = inputs[: max_batches * batch_size], targets[: max_batches * batch_size]
+    if not _tf_pipeline():
+        return _ArrayBatches(inputs, targets, batch_size)
+    import tensorflow as tf
+
     return tf.data.Dataset.from_tensor_slices((inputs, targets)).batch(batch_size)
 
 

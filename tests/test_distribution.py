@@ -171,3 +171,65 @@ def test_strategy_needs_the_tensorflow_backend(monkeypatch):
     monkeypatch.setattr(env, "backend", lambda: "jax")
     with pytest.raises(ValueError, match="backend must be 'tensorflow'.*'jax'.*DataParallel"):
         env.strategy()
+
+
+JAX_SCRIPT = r"""
+import json, os, sys
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import numpy as np
+import jax, keras
+from llmft import env, gpt, train
+sys.path.insert(0, sys.argv[1])
+from tiny_pretrain import CONTEXT, VOCAB, token_stream
+
+ids = token_stream()
+
+
+def run():
+    env.set_seed(0)
+    model = gpt.from_preset("tiny", vocab_size=VOCAB, context_length=CONTEXT, dropout=0.0)
+    model(np.zeros((1, CONTEXT), "int32"))
+    start = [np.asarray(w) for w in model.get_weights()]
+    model, history = train.pretrain(model, ids[:3000], ids[3000:], steps=6, eval_every=2, batch_size=8,
+                                    warmup_steps=1, learning_rate=1e-2, eval_batches=2, verbose=False)
+    return start, [np.asarray(w) for w in model.get_weights()], [[r["train_loss"], r["val_loss"]] for r in history]
+
+
+single = run()
+parallel_distribution = env.distribution()
+keras.distribution.set_distribution(parallel_distribution)
+parallel = run()
+diff = lambda a, b: max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+print(json.dumps({
+    "devices": len(jax.devices()), "kind": type(parallel_distribution).__name__,
+    "same_start": diff(single[0], parallel[0]) == 0.0, "moved": diff(single[0], single[1]),
+    "weight_diff": diff(single[1], parallel[1]), "losses": single[2], "parallel_losses": parallel[2],
+}))
+"""
+
+
+def test_jax_data_parallel_on_two_cpus_equals_one_device(tmp_path):
+    """Issue 9: on the JAX backend, ``keras.distribution.DataParallel`` (``env.distribution``).
+
+    Same tolerances as MirroredStrategy above: the two halves of the batch are
+    reduced in another order. No special optimizer is needed here: the
+    gradient is averaged inside one compiled step before clipping.
+    """
+    pytest.importorskip("jax", reason="jax is not installed (pip install -e .[test])")
+    script = tmp_path / "jax_compare.py"
+    script.write_text(JAX_SCRIPT, encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script), str(ROOT / "tools")], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 2 and result["kind"] == "DataParallel"
+    assert result["same_start"] and result["moved"] > 100 * WEIGHT_ATOL
+    assert result["weight_diff"] < WEIGHT_ATOL, result
+    for (t1, v1), (t2, v2) in zip(result["losses"], result["parallel_losses"]):
+        assert t2 == pytest.approx(t1, rel=LOSS_RTOL) and v2 == pytest.approx(v1, rel=LOSS_RTOL)
+
+
+def test_distribution_needs_the_jax_backend():
+    with pytest.raises(ValueError, match="backend must be 'jax'.*'tensorflow'.*strategy"):
+        env.distribution()

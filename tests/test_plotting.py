@@ -41,6 +41,8 @@ def test_recurring_figures_draw_and_validate():
     assert len(ax.lines) == 3 and ax.get_xlabel() == "训练时间（秒）"
     ax = plotting.plot_attention(np.eye(3), ["我", "们", "好"])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["我", "们", "好"]
+    colour_bar = ax.images[0].colorbar
+    assert colour_bar is not None and colour_bar.ax.get_ylabel() == "注意力权重"
     plotting.plot_embeddings_2d(np.zeros((2, 2)), ["甲", "乙"])
     plt.close("all")
     with pytest.raises(ValueError, match="x must be"):
@@ -52,5 +54,14 @@ def test_recurring_figures_draw_and_validate():
     plt.close("all")
     with pytest.raises(ValueError, match="square"):
         plotting.plot_attention(np.zeros((2, 3)), ["a", "b"])
+    ax = plotting.plot_confusion(np.array([[5, 1], [2, 7]]), ["负面", "正面"])
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("预测类别", "真实类别")
+    assert [t.get_text() for t in ax.texts] == ["5", "1", "2", "7"]
+    assert ax.images[0].colorbar.ax.get_ylabel() == "样本数"
+    plt.close("all")
+    with pytest.raises(ValueError, match="matrix must be"):
+        plotting.plot_confusion(np.zeros((2, 3)), ["a", "b"])
+    with pytest.raises(ValueError, match="labels must have 2"):
+        plotting.plot_confusion(np.zeros((2, 2)), ["a"])
     with pytest.raises(ValueError, match="labels"):
         plotting.plot_embeddings_2d(np.zeros((2, 2)), ["甲"])
