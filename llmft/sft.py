@@ -146,11 +146,11 @@ def decode_chat(tokenizer, ids):
 # 2. Inputs, targets and the loss mask
 # ---------------------------------------------------------------------------
 
-def training_arrays(encoded, *, context_length, mask_prompt=True):
+def training_arrays(encoded, *, context_length, mask_prompt=True, pad_id=0):
     """Stack encoded conversations into ``(x, y, w)`` for next-token training.
 
     Row ``i`` is conversation ``i`` shifted by one: ``x = ids[:-1]`` and
-    ``y = ids[1:]``, right-padded with 0 to ``context_length``. ``w`` weighs each
+    ``y = ids[1:]``, right-padded with ``pad_id`` to ``context_length``. ``w`` weighs each
     target: the assistant's tokens (``mask_prompt=True``) or every real token
     of the conversation (``False``, the unmasked variant); padding always 0.
 
@@ -158,13 +158,18 @@ def training_arrays(encoded, *, context_length, mask_prompt=True):
         encoded: list of ``(ids, weights)`` from :func:`encode_chat`.
         context_length: the model's context; each ``ids`` may hold ``context_length + 1``
             tokens at most (inputs and targets are one shorter).
+        mask_prompt: ``False`` weighs every real token (the unmasked variant).
+        pad_id: the padding id: 0 in the book's tokenizers, a KerasHub family's own
+            padding token in :mod:`llmft.hub`. It must not occur inside a
+            conversation, since :func:`sft_batches` finds the lengths by comparing with it.
     """
     check_int("context_length", context_length)
+    check_int("pad_id", pad_id, minimum=0)
     if not encoded:
         raise ValueError("encoded must not be empty")
     n = len(encoded)
-    x = np.zeros((n, context_length), "int32")
-    y = np.zeros((n, context_length), "int32")
+    x = np.full((n, context_length), pad_id, "int32")
+    y = np.full((n, context_length), pad_id, "int32")
     w = np.zeros((n, context_length), "float32")
     for i, (ids, weights) in enumerate(encoded):
         if len(ids) < 2 or len(ids) > context_length + 1:
@@ -198,18 +203,20 @@ def _width(lengths, multiple, cap):
     return min(-(-int(max(lengths.max(), 1)) // multiple) * multiple, cap)
 
 
-def sft_batches(x, y, w, *, batch_size=32, shuffle=False, seed=0, multiple=8):
+def sft_batches(x, y, w, *, batch_size=32, shuffle=False, seed=0, multiple=8, pad_id=0):
     """A ``tf.data.Dataset`` of ``(x, y, w)`` batches in length buckets.
 
     Each batch holds conversations of similar length, cut to the longest
     (rounded up to ``multiple``); with ``shuffle`` the order is new every epoch.
+    ``pad_id`` is the padding of :func:`training_arrays`.
     """
     import tensorflow as tf
 
     check_int("batch_size", batch_size)
+    check_int("pad_id", pad_id, minimum=0)
     if not (len(x) == len(y) == len(w)) or len(x) == 0:
         raise ValueError(f"x, y and w must be non-empty with the same length; got {len(x)}, {len(y)}, {len(w)}")
-    lengths = (np.asarray(x) != 0).sum(1)
+    lengths = (np.asarray(x) != pad_id).sum(1)
     epoch = [0]
 
     def generate():
@@ -225,9 +232,9 @@ def sft_batches(x, y, w, *, batch_size=32, shuffle=False, seed=0, multiple=8):
     return dataset.apply(tf.data.experimental.assert_cardinality(-(-len(x) // batch_size)))
 
 
-def padding_share(x, *, batch_size=32, multiple=8, bucket=True):
+def padding_share(x, *, batch_size=32, multiple=8, bucket=True, pad_id=0):
     """Share of the token slots in the batches that are padding (bucketed or not)."""
-    lengths = (np.asarray(x) != 0).sum(1)
+    lengths = (np.asarray(x) != pad_id).sum(1)
     groups = batch_indices(lengths, batch_size=batch_size, shuffle=True, seed=0, bucket=bucket)
     slots = sum(len(g) * _width(lengths[g], multiple, x.shape[1]) for g in groups)
     return 1.0 - lengths.sum() / slots
@@ -248,10 +255,16 @@ class _Log(keras.callbacks.Callback):
         self.name, self.val_data, self.verbose = name, val_data, verbose
         self.rows, self.start = [], time.perf_counter()
 
+    def _val_loss(self):
+        if self.val_data is None:
+            return None
+        # A dict, so that models compiled with metrics too (KerasHub's CausalLM) give the loss as well.
+        return float(self.model.evaluate(self.val_data, verbose=0, return_dict=True)["loss"])
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         row = {"epoch": epoch + 1, "loss": float(logs["loss"]),
-               "val_loss": float(self.model.evaluate(self.val_data, verbose=0)) if self.val_data is not None else None,
+               "val_loss": self._val_loss(),
                "seconds": round(time.perf_counter() - self.start, 1)}
         self.rows.append(row)
         if self.verbose:
@@ -261,12 +274,16 @@ class _Log(keras.callbacks.Callback):
 
 
 def fit_sft(model, train_data, val_data=None, *, epochs, learning_rate, steps_per_epoch,
-            warmup_fraction=0.05, weight_decay=0.01, clip_norm=1.0, name="", verbose=True):
+            warmup_fraction=0.05, weight_decay=0.01, clip_norm=1.0, name="", verbose=True, jit_compile="auto"):
     """Fine-tune a language model on :func:`sft_batches` with AdamW and warmup/cosine.
 
     The same optimiser recipe as pretraining (:mod:`llmft.train`), with the
     loss of :func:`sft_loss`; the validation loss is also masked, so it
     measures the assistant's tokens only.
+
+    ``jit_compile`` goes to ``model.compile``: ``False`` skips XLA, which on a
+    CPU can take longer to compile a small model's training step than the
+    training itself (the appendix on open models measures this).
 
     Returns:
         one dict per epoch: ``epoch``, ``loss``, ``val_loss``, ``seconds``.
@@ -275,7 +292,7 @@ def fit_sft(model, train_data, val_data=None, *, epochs, learning_rate, steps_pe
     check_int("steps_per_epoch", steps_per_epoch)
     optimizer = finetune_optimizer(learning_rate, epochs * steps_per_epoch, warmup_fraction=warmup_fraction,
                                    weight_decay=weight_decay, clip_norm=clip_norm, final_ratio=0.1, beta_2=0.99)
-    model.compile(optimizer=optimizer, loss=sft_loss())
+    model.compile(optimizer=optimizer, loss=sft_loss(), jit_compile=jit_compile)
     log = _Log(name, val_data, verbose)
     model.fit(train_data, epochs=epochs, callbacks=[log], shuffle=False, verbose=0)
     return log.rows
