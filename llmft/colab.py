@@ -53,19 +53,14 @@ def setup(use_drive: bool = False, *, drive_folder: str = DRIVE_FOLDER, mount=No
       the last checkpoint instead of starting again. Off by default, since
       mounting asks for the user's permission.
 
-    Parameters
-    ----------
-    use_drive : bool
-        Keep caches and checkpoints on Google Drive.
-    drive_folder : str
-        Folder under the Drive mount, e.g. ``"MyDrive/llmft"``.
-    mount : callable, optional
-        ``mount(path)``; default ``google.colab.drive.mount`` (tests pass a fake).
+    Args:
+        use_drive: keep caches and checkpoints on Google Drive.
+        drive_folder: folder under the Drive mount, e.g. ``"MyDrive/llmft"``.
+        mount: ``mount(path)``; default ``google.colab.drive.mount`` (tests pass a fake).
 
-    Returns
-    -------
-    dict
-        What was set: ``colab``, and in Colab ``backend``, ``results_dir``, ``llmft_home``.
+    Returns:
+        A dict of what was set: ``colab``, and in Colab ``backend``,
+        ``results_dir`` and ``llmft_home``.
     """
     if not isinstance(use_drive, bool):
         raise ValueError(f"use_drive must be True or False; got {use_drive!r}")

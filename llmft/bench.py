@@ -1,0 +1,406 @@
+"""Benchmarks: matmul peak, training throughput, generation speed, peak memory.
+
+What ``make bench`` (``tools/bench.py``) measures and the appendix page
+"性能基准" (``book/bench.ipynb``) shows:
+
+1. ``matmul_peak``: FLOP/s of one large square matrix multiplication, the
+   ceiling that a training step made of matmuls can approach on this machine;
+2. ``train_throughput``: tokens/s of training steps (forward, loss,
+   backward, AdamW) and the achieved FLOP/s, from the matmul FLOPs per token
+   that :func:`llmft.estimates.gpt_flops_per_token` counts; for the book's
+   GPT and, as a peer, the same configuration built with KerasHub's
+   ``GPT2Backbone`` (:func:`keras_hub_gpt`);
+3. ``generation_speed``: new tokens/s of :func:`llmft.sampling.generate`
+   with and without the KV cache;
+4. ``peak_rss``: the peak resident memory of a training or fine-tuning run,
+   measured in a fresh Python process (``VmHWM``, or ``resource.getrusage``);
+5. ``notebook_seconds``: chapter wall times that papermill wrote into the
+   executed notebooks.
+
+Speeds depend on the machine and on what else runs on it: compare ratios
+measured back to back in one run, not absolute numbers across runs. The
+matmul and training measurements need the TensorFlow backend.
+Introduced in the appendix on benchmarks (book/bench.ipynb).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from llmft import estimates, gpt, lora, sampling, train
+from llmft.checks import check_int
+
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+BUILDERS = ("llmft", "keras_hub")
+RSS_TASKS = ("idle", "train", "finetune_full", "finetune_lora")
+
+
+def _require_tensorflow(what):
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"backend must be 'tensorflow' for {what}; got {keras.backend.backend()!r}")
+    import tensorflow as tf
+
+    return tf
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+    return value
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Set the global Keras dtype policy inside the ``with`` block, then restore it."""
+    _check_choice("dtype_policy", name, DTYPE_POLICIES)
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+# ---------------------------------------------------------------------------
+# Matmul peak
+# ---------------------------------------------------------------------------
+
+
+def matmul_peak(dtype="float32", *, size=1024, repeats=10, trials=3) -> dict:
+    """FLOP/s of ``repeats`` multiplications of two (size, size) matrices, best of ``trials``.
+
+    The matmuls run inside one compiled loop, so Python and dispatch
+    overhead do not count; one (n, n) x (n, n) product is 2 n**3 FLOPs.
+
+    Args:
+        dtype: ``"float32"`` or ``"bfloat16"``.
+        size: n, the matrix side.
+        repeats: matmuls per timed call.
+        trials: timed calls; the fastest counts (others were disturbed by
+            other work on the machine).
+
+    Returns:
+        dict with ``dtype``, ``size``, ``flops`` (per timed call),
+        ``seconds`` (each trial) and ``flops_per_second`` (the best trial).
+    """
+    _check_choice("dtype", dtype, ("float32", "bfloat16"))
+    size, repeats, trials = (check_int(n, v) for n, v in (("size", size), ("repeats", repeats), ("trials", trials)))
+    tf = _require_tensorflow("matmul_peak")
+    rng = np.random.default_rng(0)
+    a = tf.cast(rng.standard_normal((size, size), dtype=np.float32), dtype)
+    b = tf.cast(rng.standard_normal((size, size), dtype=np.float32), dtype)
+
+    @tf.function
+    def loop(a, b):
+        total = tf.constant(0.0)
+        for _ in tf.range(repeats):
+            # One element of each product is kept, so no matmul is dead code.
+            total += tf.cast(tf.matmul(a, b)[0, 0], tf.float32)
+        return total
+
+    loop(a, b).numpy()  # trace and warm up
+    seconds = []
+    for _ in range(trials):
+        start = time.perf_counter()
+        loop(a, b).numpy()
+        seconds.append(time.perf_counter() - start)
+    flops = 2 * size**3 * repeats
+    return {"dtype": dtype, "size": size, "flops": flops, "seconds": seconds,
+            "flops_per_second": flops / min(seconds)}
+
+
+# ---------------------------------------------------------------------------
+# Training throughput
+# ---------------------------------------------------------------------------
+
+
+def keras_hub_gpt(config) -> keras.Model:
+    """The peer: KerasHub's ``GPT2Backbone`` with the same sizes as a GPT config, random init.
+
+    A functional model ``ids (B, T) -> logits (B, T, V)``: the backbone with
+    an all-ones padding mask, then its tied token embedding reversed (the
+    output layer, as in the book's GPT with ``tie_embeddings=True``).
+
+    Args:
+        config: a dict with ``vocab_size``, ``context_length``,
+            ``num_layers``, ``num_heads``, ``hidden_dim`` and optionally
+            ``mlp_dim`` and ``dropout`` (as :class:`llmft.gpt.GPT` takes them).
+    """
+    import keras_hub
+
+    if not isinstance(config, dict) or "num_heads" not in config:
+        raise ValueError(f"config must be a GPT config dict with num_heads; got {config!r:.80}")
+    V, T, L, C, F, _ = estimates._gpt_sizes(config)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=V, num_layers=L, num_heads=check_int("num_heads", config["num_heads"]),
+        hidden_dim=C, intermediate_dim=F, dropout=float(config.get("dropout", 0.0)), max_sequence_length=T,
+    )
+    ids = keras.Input((T,), dtype="int32", name="token_ids")
+    hidden = backbone({"token_ids": ids, "padding_mask": keras.ops.ones_like(ids)})  # (B, T, C)
+    logits = keras.ops.cast(backbone.token_embedding(hidden, reverse=True), "float32")  # (B, T, V)
+    model = keras.Model(ids, logits, name="keras_hub_gpt2")
+    model.context_length = T
+    return model
+
+
+def _build_model(builder, config):
+    if builder == "keras_hub":
+        return keras_hub_gpt(config)
+    model = gpt.GPT(**config)
+    model.build((None, model.context_length))
+    return model
+
+
+class _StepClock(keras.callbacks.Callback):
+    """Time at the end of every training step (the loss is read, so the step has finished)."""
+
+    def __init__(self):
+        super().__init__()
+        self.times, self.cpu_times, self.losses = [], [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float((logs or {}).get("loss", float("nan"))))
+        self.times.append(time.perf_counter())
+        self.cpu_times.append(time.process_time())
+
+
+def train_throughput(config, ids, *, batch_size=32, steps=10, warmup_steps=3, jit_compile=False,
+                     policy="float32", builder="llmft", seed=0) -> dict:
+    """Tokens/s and FLOP/s of training steps of a GPT ``config`` on the token stream ``ids``.
+
+    The model is trained as :func:`llmft.train.pretrain` trains it (same
+    optimizer, loss and ``tf.data`` windows) in one ``model.fit``: the first
+    ``warmup_steps`` steps trace and compile, the ``steps`` after them are
+    timed (from the end of the last warm-up step to the end of the last step).
+
+    Args:
+        config: GPT keyword arguments (``vocab_size``, ``context_length``,
+            ``num_layers``, ``num_heads``, ``hidden_dim`` ...).
+        ids: 1-D integer token stream.
+        batch_size: windows per step.
+        steps: timed steps.
+        warmup_steps: untimed steps before them.
+        jit_compile: compile the step with XLA.
+        policy: ``"float32"`` or ``"mixed_bfloat16"`` (Keras dtype policy).
+        builder: ``"llmft"`` (:class:`llmft.gpt.GPT`) or ``"keras_hub"``
+            (:func:`keras_hub_gpt`).
+        seed: seed of the initial weights and of the windows.
+
+    Returns:
+        dict with the settings, ``params``, ``flops_per_token`` (training,
+        3 x forward, from :func:`llmft.estimates.gpt_flops_per_token`),
+        ``seconds_per_step``, ``cpu_seconds_per_step`` (CPU time of this
+        process, all threads: less disturbed by other work on a shared
+        machine than the wall time), ``tokens_per_second``, ``flops_per_second``,
+        ``warmup_seconds`` (tracing and compiling included) and
+        ``final_loss``.
+    """
+    _check_choice("builder", builder, BUILDERS)
+    _check_choice("policy", policy, DTYPE_POLICIES)
+    if not isinstance(jit_compile, bool):
+        raise ValueError(f"jit_compile must be True or False; got {jit_compile!r}")
+    batch_size, steps, warmup_steps = (check_int(n, v) for n, v in (
+        ("batch_size", batch_size), ("steps", steps), ("warmup_steps", warmup_steps)))
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict of GPT keyword arguments; got {config!r:.80}")
+    _require_tensorflow("train_throughput")
+    keras.utils.set_random_seed(seed)
+    with dtype_policy(policy):
+        model = _build_model(builder, config)
+        context = int(config["context_length"])
+        recipe = train.TrainConfig(steps=warmup_steps + steps, batch_size=batch_size, warmup_steps=0,
+                                   eval_every=1, seed=seed, jit_compile=jit_compile)
+        train.compile_for_pretraining(model, recipe)
+        data = train.window_batches(ids, batch_size=batch_size, context_length=context, seed=seed)
+        clock = _StepClock()
+        start = time.perf_counter()
+        model.fit(data.take(warmup_steps + steps), epochs=1, verbose=0, callbacks=[clock], shuffle=False)
+    seconds = (clock.times[-1] - clock.times[warmup_steps - 1]) / steps
+    cpu_seconds = (clock.cpu_times[-1] - clock.cpu_times[warmup_steps - 1]) / steps
+    per_token = estimates.gpt_flops_per_token(config)["train"]
+    tokens = batch_size * context / seconds
+    return {
+        "builder": builder, "policy": policy, "jit_compile": jit_compile, "batch_size": batch_size,
+        "context_length": context, "steps": steps, "params": int(model.count_params()),
+        "flops_per_token": per_token, "seconds_per_step": seconds, "cpu_seconds_per_step": cpu_seconds, "tokens_per_second": tokens,
+        "flops_per_second": tokens * per_token, "warmup_seconds": clock.times[warmup_steps - 1] - start,
+        "final_loss": clock.losses[-1],
+    }
+
+
+# ---------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------
+
+
+def generation_speed(model, prompt_ids, new_tokens, *, use_cache=True, repeats=3) -> dict:
+    """New tokens/s of greedy :func:`llmft.sampling.generate`, best of ``repeats`` after a warm-up.
+
+    The warm-up call generates the same number of tokens, so that every
+    compiled function (one per cache shape, one for the full forward) is
+    traced before timing. ``stop_ids`` is empty: exactly ``new_tokens`` come out.
+
+    Returns:
+        dict with ``use_cache``, ``new_tokens``, ``seconds`` (each repeat),
+        ``tokens_per_second`` (the best repeat) and ``tokens`` (the ids, to
+        check that both paths agree).
+    """
+    check_int("new_tokens", new_tokens)
+    check_int("repeats", repeats)
+    run = lambda: sampling.generate(model, prompt_ids, new_tokens, use_cache=use_cache)
+    tokens = run()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return {"use_cache": bool(use_cache), "new_tokens": int(new_tokens), "seconds": seconds,
+            "tokens_per_second": len(tokens) / min(seconds), "tokens": tokens}
+
+
+# ---------------------------------------------------------------------------
+# Peak memory
+# ---------------------------------------------------------------------------
+
+
+def _rss_task(task, config, batch_size, steps, rank):
+    """Run ``task`` in this process (the child of :func:`peak_rss`)."""
+    keras.utils.set_random_seed(0)
+    model = _build_model("llmft", config)
+    ids = np.random.default_rng(0).integers(0, config["vocab_size"], 20 * config["context_length"] + 2)
+    model(ids[None, : config["context_length"]].astype("int32"))
+    if task == "idle":
+        return model.count_params()
+    if task == "finetune_lora":
+        lora.enable_lora(model, rank)
+    recipe = train.TrainConfig(steps=steps, batch_size=batch_size, warmup_steps=0, eval_every=steps)
+    train.compile_for_pretraining(model, recipe)
+    data = train.window_batches(ids.astype("int32"), batch_size=batch_size,
+                                context_length=config["context_length"], seed=0)
+    model.fit(data.take(steps), epochs=1, verbose=0, shuffle=False)
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def _peak_rss_bytes():
+    """This process's peak RSS: ``VmHWM`` on Linux, else ``ru_maxrss``.
+
+    On Linux ``ru_maxrss`` survives ``exec``: a child started by a large
+    parent reports the parent's peak. ``VmHWM`` belongs to the new address
+    space, so it starts from zero at ``exec``.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(maxrss) if sys.platform == "darwin" else int(maxrss) * 1024  # macOS: bytes, else KiB
+
+
+def peak_rss(task, config, *, batch_size=8, steps=3, rank=8, timeout=600) -> dict:
+    """Peak resident memory of ``task`` run in a fresh Python process.
+
+    A new process, so that what this one already holds does not count; its
+    peak RSS is read when the task is done (``VmHWM`` of ``/proc/self/status``
+    on Linux, ``resource.getrusage`` elsewhere). Tasks:
+
+    - ``"idle"``: import TensorFlow and Keras, build the GPT, one forward pass;
+    - ``"train"``: then ``steps`` training steps of every weight (as pretraining);
+    - ``"finetune_full"``: the same steps, read as full fine-tuning;
+    - ``"finetune_lora"``: LoRA of ``rank`` on every Dense layer
+      (:func:`llmft.lora.enable_lora`), only A and B trained.
+
+    ``"train"`` and ``"finetune_full"`` run the same code: their difference
+    is the run-to-run noise of the measurement.
+
+    Returns:
+        dict with ``task``, ``peak_rss_bytes`` and ``trainable_params``
+        (for ``"idle"``: all parameters).
+    """
+    _check_choice("task", task, RSS_TASKS)
+    for name, value in (("batch_size", batch_size), ("steps", steps), ("rank", rank)):
+        check_int(name, value)
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict of GPT keyword arguments; got {config!r:.80}")
+    args = json.dumps({"task": task, "config": config, "batch_size": batch_size, "steps": steps, "rank": rank})
+    code = "import sys; from llmft import bench; bench._rss_main(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"peak_rss({task!r}) failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _rss_main(args):
+    options = json.loads(args)
+    trainable = _rss_task(options["task"], options["config"], options["batch_size"], options["steps"],
+                          options["rank"])
+    rss = _peak_rss_bytes()
+    print(json.dumps({"task": options["task"], "peak_rss_bytes": rss, "trainable_params": int(trainable)}))
+
+
+# ---------------------------------------------------------------------------
+# Wall times, summaries
+# ---------------------------------------------------------------------------
+
+
+def notebook_seconds(paths) -> dict:
+    """``{notebook stem: seconds}`` from the papermill metadata of executed notebooks.
+
+    Notebooks without papermill metadata (never executed by papermill) are left out.
+    """
+    if isinstance(paths, (str, os.PathLike)) or not hasattr(paths, "__iter__"):
+        raise ValueError(f"paths must be a list of notebook paths; got {paths!r:.80}")
+    out = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"paths must name existing notebooks; got {str(path)!r}")
+        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
+        if isinstance(meta.get("duration"), (int, float)):
+            out[path.stem] = float(meta["duration"])
+    return out
+
+
+def ratio(numerator, denominator) -> float:
+    """``numerator / denominator`` for two positive measurements."""
+    for name, value in (("numerator", numerator), ("denominator", denominator)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+                or not math.isfinite(value):
+            raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+    return float(numerator) / float(denominator)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    import platform
+
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def cpu_flags(names=("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")) -> dict:
+    """Which of ``names`` the CPU advertises in ``/proc/cpuinfo`` (empty dict elsewhere)."""
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        return {}
+    flags = set()
+    for line in info.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {name: name in flags for name in names}

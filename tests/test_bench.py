@@ -1,0 +1,180 @@
+"""Tests for llmft.bench and tools/bench.py: FLOP arithmetic, JSON shape, tiny configs (no timing asserts)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from llmft import bench, estimates
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(vocab_size=40, context_length=16, num_layers=1, num_heads=2, hidden_dim=16)
+IDS = np.random.default_rng(0).integers(0, 40, 400).astype("int32")
+
+
+def _tools_bench():
+    spec = importlib.util.spec_from_file_location("tools_bench", ROOT / "tools" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- matmul peak ---------------------------------------------------------------
+
+
+def test_matmul_peak_counts_two_n_cubed_per_product():
+    out = bench.matmul_peak("float32", size=32, repeats=3, trials=2)
+    assert out["flops"] == 2 * 32**3 * 3
+    assert len(out["seconds"]) == 2
+    assert out["flops_per_second"] == pytest.approx(out["flops"] / min(out["seconds"]))
+
+
+@pytest.mark.parametrize("kwargs", [dict(dtype="float16"), dict(size=0), dict(repeats=True), dict(trials=-1)])
+def test_matmul_peak_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        bench.matmul_peak(**kwargs)
+
+
+# --- training throughput -------------------------------------------------------
+
+
+def test_train_throughput_uses_the_stated_flop_count():
+    out = bench.train_throughput(TINY, IDS, batch_size=2, steps=2, warmup_steps=1)
+    per_token = estimates.gpt_flops_per_token(TINY)["train"]
+    assert out["flops_per_token"] == per_token
+    assert out["tokens_per_second"] == pytest.approx(2 * 16 / out["seconds_per_step"])
+    assert out["flops_per_second"] == pytest.approx(out["tokens_per_second"] * per_token)
+    assert out["params"] == estimates.gpt_param_counts(TINY)["total"]
+    assert np.isfinite(out["final_loss"]) and out["cpu_seconds_per_step"] >= 0
+
+
+def test_keras_hub_peer_has_the_same_size_and_flop_count():
+    model = bench.keras_hub_gpt(TINY)
+    logits = model(IDS[None, :16])
+    assert tuple(logits.shape) == (1, 16, 40)
+    # GPT2Backbone has the same weights as the book's tied GPT (separate q/k/v
+    # projections hold the same numbers as the fused one).
+    assert model.count_params() == estimates.gpt_param_counts(TINY)["total"]
+    out = bench.train_throughput(TINY, IDS, batch_size=2, steps=1, warmup_steps=1, builder="keras_hub",
+                                 policy="mixed_bfloat16")
+    assert out["builder"] == "keras_hub" and out["policy"] == "mixed_bfloat16"
+    import keras
+
+    assert keras.config.dtype_policy().name == "float32"  # restored
+
+
+@pytest.mark.parametrize("kwargs", [dict(builder="torch"), dict(policy="float16"), dict(jit_compile="auto"),
+                                    dict(batch_size=0), dict(steps=1.5), dict(warmup_steps=0)])
+def test_train_throughput_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        bench.train_throughput(TINY, IDS, **kwargs)
+
+
+def test_keras_hub_gpt_rejects_a_config_without_heads():
+    with pytest.raises(ValueError, match="config"):
+        bench.keras_hub_gpt({k: v for k, v in TINY.items() if k != "num_heads"})
+
+
+# --- generation, memory, wall times ---------------------------------------------
+
+
+def test_generation_speed_with_and_without_cache_agree():
+    from llmft import gpt
+
+    model = gpt.GPT(**TINY)
+    model(IDS[None, :4])
+    fast = bench.generation_speed(model, [1, 2, 3], 5, use_cache=True, repeats=1)
+    slow = bench.generation_speed(model, [1, 2, 3], 5, use_cache=False, repeats=1)
+    assert fast["tokens"] == slow["tokens"] and len(fast["tokens"]) == 5
+    assert fast["tokens_per_second"] == pytest.approx(5 / min(fast["seconds"]))
+
+
+def test_peak_rss_runs_in_a_fresh_process():
+    out = bench.peak_rss("finetune_lora", TINY, batch_size=2, steps=1, rank=2)
+    assert out["task"] == "finetune_lora"
+    assert out["trainable_params"] == estimates.lora_param_count(TINY, rank=2)
+    assert out["peak_rss_bytes"] > 50 * 2**20  # TensorFlow alone is larger
+
+
+@pytest.mark.parametrize("task", ["gpu", "", None])
+def test_peak_rss_rejects_unknown_tasks(task):
+    with pytest.raises(ValueError, match="task"):
+        bench.peak_rss(task, TINY)
+
+
+def test_notebook_seconds_reads_papermill_metadata(tmp_path):
+    timed = nbformat.v4.new_notebook(metadata={"papermill": {"duration": 12.5}})
+    untimed = nbformat.v4.new_notebook()
+    nbformat.write(timed, tmp_path / "a.ipynb")
+    nbformat.write(untimed, tmp_path / "b.ipynb")
+    assert bench.notebook_seconds([tmp_path / "a.ipynb", tmp_path / "b.ipynb"]) == {"a": 12.5}
+    with pytest.raises(ValueError, match="paths"):
+        bench.notebook_seconds(tmp_path / "a.ipynb")
+    with pytest.raises(ValueError, match="paths"):
+        bench.notebook_seconds([tmp_path / "missing.ipynb"])
+
+
+def test_ratio_and_machine_description():
+    assert bench.ratio(3.0, 2.0) == 1.5
+    for bad in [(0, 1), (1, float("inf")), (True, 1)]:
+        with pytest.raises(ValueError):
+            bench.ratio(*bad)
+    assert isinstance(bench.cpu_model(), str) and bench.cpu_model()
+    assert all(isinstance(v, bool) for v in bench.cpu_flags().values())
+
+
+# --- tools/bench.py and the committed JSON ---------------------------------------
+
+
+def test_make_test_seconds_from_argument_or_readme():
+    tools = _tools_bench()
+    args = type("Args", (), {"make_test_seconds": 61.0, "make_test_source": "a CI log"})()
+    assert tools.make_test_seconds(args) == (61.0, "a CI log")
+    args.make_test_seconds = None
+    seconds, source = tools.make_test_seconds(args)
+    assert seconds is None or (seconds > 0 and "README.md" in source)
+
+
+REQUIRED = {
+    "train": ["fraction_of_fp32_peak", "bf16_speedup", "speedup_vs_keras_hub", "jit_speedup", "runs",
+              "flops_per_token"],
+    "generate": ["kv_cache_speedup", "with_cache", "without_cache", "identical_tokens"],
+    "suite": ["make_test_seconds", "make_test_source", "cpu_chapter_seconds"],
+    "peak": ["float32_flops_per_second", "bfloat16_flops_per_second"],
+    "memory": ["tasks"],
+}
+
+
+def _check_shape(payload):
+    for section, keys in REQUIRED.items():
+        missing = [k for k in keys if k not in payload[section]]
+        assert not missing, f"{section}: {missing}"
+    assert len(payload["loadavg_start"]) == 3 and len(payload["loadavg_end"]) == 3
+    assert payload["machine"]["cpu_model"] and payload["date"]
+    train = payload["train"]
+    base = next(r for r in train["runs"] if (r["config"], r["builder"], r["policy"], r["jit_compile"])
+                == ("gpt5m", "llmft", "float32", False))
+    hub = next(r for r in train["runs"] if (r["config"], r["builder"], r["policy"], r["jit_compile"])
+               == ("gpt5m", "keras_hub", "float32", False))
+    # the summaries are the ratios of the raw numbers stored next to them
+    assert train["speedup_vs_keras_hub"] == pytest.approx(base["tokens_per_second"] / hub["tokens_per_second"])
+    assert train["flops_per_token"]["train"] == base["flops_per_token"]
+    assert base["flops_per_token"] == estimates.gpt_flops_per_token(train["config"])["train"]
+    gen = payload["generate"]
+    assert gen["kv_cache_speedup"] == pytest.approx(
+        gen["with_cache"]["tokens_per_second"] / gen["without_cache"]["tokens_per_second"])
+    assert {"idle", "finetune_full", "finetune_lora"} <= set(payload["memory"]["tasks"]) <= set(bench.RSS_TASKS)
+
+
+def test_the_committed_bench_json_has_the_documented_shape():
+    path = ROOT / "results" / "bench.json"
+    if not path.exists():
+        pytest.skip("results/bench.json not recorded yet (make bench)")
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    assert payload["sizes"] == "full"
+    assert 4e6 < payload["train"]["runs"][0]["params"] < 7e6  # the ~5M config
+    assert payload["generate"]["new_tokens"] == 256
+    _check_shape(payload)
