@@ -200,15 +200,19 @@ def _check_split(split: str) -> str:
     return split
 
 
-def _cached(kind: str, seed: int, build):
+def _cached(kind: str, seed: int, build, *, extra=None):
     """Return ``build()``'s JSON-able result, cached under ``LLMFT_HOME/data``.
+
+    ``extra``: more JSON-able values for the key (e.g. the version of a
+    package that ``build`` uses, as chapter 6.3's pinyin data does).
 
     The cache key includes the sha256 of every source and the processing
     version, so an upgraded package or changed code never reads stale data.
     """
-    key = hashlib.sha256(
-        json.dumps([kind, seed, _CACHE_VERSION, sorted((n, s.sha256) for n, s in SOURCES.items())]).encode()
-    ).hexdigest()[:16]
+    parts = [kind, seed, _CACHE_VERSION, sorted((n, s.sha256) for n, s in SOURCES.items())]
+    if extra is not None:  # absent for the original kinds, whose keys stay as they were
+        parts.append(extra)
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
     path = paths.llmft_home() / "data" / f"{kind}-{key}.json"
     if path.exists():
         try:

@@ -23,7 +23,6 @@ Introduced in chapter 6.3.
 
 from __future__ import annotations
 
-import math
 import time
 
 import keras

@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
-import json
 import random
 import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from llmft import data, paths
+from llmft import data
 from llmft.checks import check_int
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
@@ -131,19 +129,8 @@ def _build_clauses(seed: int) -> dict:
 
 
 def _cached(kind: str, seed: int, build):
-    """``build()``'s JSON result, cached under ``LLMFT_HOME/data`` by corpus sha256 and pypinyin version."""
-    key = hashlib.sha256(json.dumps(
-        [kind, seed, _CACHE_VERSION, data.SOURCES["peoples_daily"].sha256, _pypinyin_version()]
-    ).encode()).hexdigest()[:16]
-    path = paths.llmft_home() / "data" / f"pinyin-{key}.json"
-    if path.exists():
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            pass  # a damaged cache is rebuilt, never trusted
-    value = build()
-    paths.atomic_write_json(path, value)
-    return value
+    """``build()``'s JSON result, cached by :mod:`llmft.data` (key: corpus sha256s, this module's and pypinyin's versions)."""
+    return data._cached(f"pinyin-{kind}", seed, build, extra=[_CACHE_VERSION, _pypinyin_version()])
 
 
 def _check_split_seed(split, seed):
