@@ -187,10 +187,13 @@ def test_sequence_log_probs_match_a_manual_sum(trained):
 
 def test_beam_one_equals_greedy(trained):
     m, _, (src, _) = trained
-    for model in (m, _model(seed=7)):  # trained and untrained
+    # The untrained model's logits are nearly tied: splitting the batch
+    # differently changes the float summation order and can flip an argmax,
+    # so it is compared on the same batch; the trained one also across batch sizes.
+    for model, batch_size in ((m, 5), (_model(seed=7), 16)):
         g_seq, g_lp = seq2seq.greedy_decode(model, src[:16], bos_id=BOS, eos_id=EOS, max_length=9)
         b_seq, b_lp = seq2seq.beam_search(model, src[:16], bos_id=BOS, eos_id=EOS, max_length=9, beam_size=1,
-                                          batch_size=5)
+                                          batch_size=batch_size)
         assert b_seq == g_seq
         np.testing.assert_allclose(b_lp, g_lp, atol=1e-6)
 
