@@ -67,7 +67,7 @@ def _cap(profile: profiles.Profile) -> int | None:
 
 def base_tokenizer(profile: profiles.Profile) -> CharTokenizer:
     """The character tokenizer of the profile's pretraining corpus (cached)."""
-    key = _digest({"kind": "tokenizer", "cap": _cap(profile), "min_freq": TOKENIZER_MIN_FREQ,
+    key = digest({"kind": "tokenizer", "cap": _cap(profile), "min_freq": TOKENIZER_MIN_FREQ,
                    "max_vocab": TOKENIZER_MAX_VOCAB,
                    "sources": {n: s.sha256 for n, s in data.SOURCES.items()}})
     path = paths.llmft_home() / "models" / f"tokenizer-{profile.name}-{key}.json"
@@ -108,13 +108,14 @@ def _build(kind: str, profile: profiles.Profile, vocab_size: int) -> keras.Model
     return lstm.from_preset(profile.model_preset, vocab_size=vocab_size)
 
 
-def _digest(obj) -> str:
+def digest(obj) -> str:
+    """12 hex digits of the sha256 of ``obj`` as sorted JSON: the cache keys of pretrained models."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def model_directory(kind: str, profile: profiles.Profile, tokenizer: CharTokenizer) -> Path:
     """Cache folder: the key covers the recipe, sizes, tokenizer and data checksums."""
-    key = _digest({
+    key = digest({
         "kind": kind, "recipe": RECIPE_VERSION, "profile": dataclasses.asdict(profile),
         "config": dataclasses.asdict(train_config(kind, profile)),
         "preset": (gpt.PRESETS if kind == "gpt" else lstm.PRESETS)[profile.model_preset],

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from llmft import data, env, finetune, gpt, heads, metrics, paths, train
+from llmft import base_models, data, env, finetune, gpt, heads, metrics, paths, train
 
 CORPORA = ("news", "reviews", "both")
 DOMAINS = ("news", "reviews")
@@ -205,14 +204,10 @@ def build_model(config: TransferConfig, vocab_size: int, *, seed: int = 0) -> ke
     return model
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def model_directory(corpus: str, config: TransferConfig, tokenizer, profile_name: str) -> Path:
     """Cache folder of one pretrained model: the key covers config, tokenizer and data checksums."""
     _check_choice("corpus", corpus, CORPORA)
-    key = _digest({
+    key = base_models.digest({
         "version": TRANSFER_VERSION, "corpus": corpus, "config": dataclasses.asdict(config),
         "tokenizer": tokenizer.fingerprint, "sources": {n: s.sha256 for n, s in data.SOURCES.items()},
         "keras": keras.__version__, "backend": env.backend(),
