@@ -248,15 +248,19 @@ def forward_fn(model):
     """``ids (B, T) int32 -> logits`` of ``model``, compiled once per model on TensorFlow.
 
     Any batch size and length use the same trace (``_compiled_forward``);
-    other backends, and a model not built yet, run eagerly. Chapter 6.4's
+    on JAX it is ``jax.jit``-compiled once per padded length (see
+    ``_jax_forward``); PyTorch, and a model not built yet, run eagerly. Chapter 6.4's
     batched replies (:func:`llmft.sft.generate_replies`) use it too.
     """
     compiled = _compiled_forward(model)
-    if compiled is None:
-        return lambda ids: model(ids, training=False)
-    import tensorflow as tf
+    if compiled is not None:
+        import tensorflow as tf
 
-    return lambda ids: compiled(tf.constant(ids, dtype=tf.int32))
+        return lambda ids: compiled(tf.constant(ids, dtype=tf.int32))
+    jitted = _jax_forward(model)
+    if jitted is not None:
+        return jitted
+    return lambda ids: model(ids, training=False)
 
 
 def _compiled_forward(model):
@@ -287,6 +291,55 @@ def _compiled_forward(model):
         # as the cached path does (see GPT._compiled_cached_call).
         functions[key] = function.get_concrete_function()
     return functions[key]
+
+
+def _bucket(length, cap=None, smallest=16):
+    """The padded length for ``length``: the next power of two (at least ``smallest``), at most ``cap``."""
+    bucket = max(smallest, 1 << max(int(length) - 1, 0).bit_length())
+    return bucket if cap is None else max(int(length), min(bucket, int(cap)))
+
+
+def _jax_forward(model):
+    """A ``jax.jit`` of ``model(ids)`` made once per model on the JAX backend; else None.
+
+    Eager JAX compiles every operation again for each new input shape, and
+    generation without the cache makes a new shape (one token longer) at
+    every step, so eager decoding spends most of its time compiling. Here the
+    whole forward pass is one compiled function of the weights and the ids.
+    For a causal model with a context length (:class:`llmft.gpt.GPT`) the ids
+    are padded on the right to a power-of-two length: position ``t`` never
+    attends to later positions, so the logits of the real positions do not
+    change, and a whole generation compiles a handful of lengths instead of
+    one per token. The weights are passed in at each call, so training (or
+    ``enable_lora``) after the first call is seen.
+    """
+    import keras
+
+    if keras.backend.backend() != "jax" or not isinstance(model, keras.Model) or not model.built:
+        return None
+    if "_llmft_jax_forward" not in model.__dict__:
+        import jax
+
+        def run(trainable, non_trainable, ids):
+            logits, _ = model.stateless_call(trainable, non_trainable, ids, training=False)
+            return logits
+
+        model.__dict__["_llmft_jax_forward"] = jax.jit(run)
+    run = model.__dict__["_llmft_jax_forward"]
+    context = getattr(model, "context_length", None)
+
+    def call(ids):
+        ids = np.asarray(ids, dtype="int32")
+        length = ids.shape[1]
+        if context is not None:  # causal: right padding leaves the real positions' logits alone
+            padded = np.zeros((ids.shape[0], _bucket(length, context)), "int32")
+            padded[:, :length] = ids
+            ids = padded
+        logits = run([v.value for v in model.trainable_variables],
+                     [v.value for v in model.non_trainable_variables], ids)
+        return logits[:, :length]
+
+    return call
 
 
 def _choose(logits, strategy, temperature, top_k, top_p, rng):

@@ -174,3 +174,38 @@ def test_cache_and_no_cache_agree_around_the_cache_length(new_tokens):
     cached = sampling.generate(wide, PROMPT, new_tokens, temperature=1.3, seed=4)
     assert len(cached) == new_tokens
     assert cached == sampling.generate(wide, PROMPT, new_tokens, temperature=1.3, seed=4, use_cache=False)
+
+
+# -- the compiled forward pass -----------------------------------------------
+
+@pytest.mark.parametrize("length", [1, 5, 16, 17, 32])
+def test_forward_fn_gives_the_models_own_logits(model, length):
+    # On JAX the ids are padded on the right to a power-of-two length before
+    # the compiled pass; the real positions' logits must not change.
+    ids = np.random.default_rng(length).integers(0, VOCAB, size=(2, length)).astype("int32")
+    fast = np.asarray(keras.ops.convert_to_numpy(sampling.forward_fn(model)(ids)))
+    slow = np.asarray(keras.ops.convert_to_numpy(model(ids, training=False)))
+    assert fast.shape == (2, length, VOCAB)
+    np.testing.assert_allclose(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_fn_sees_weights_changed_after_its_first_call(model):
+    ids = np.array([PROMPT], "int32")
+    forward = sampling.forward_fn(model)
+    before = np.asarray(keras.ops.convert_to_numpy(forward(ids)))
+    saved = [keras.ops.convert_to_numpy(w) for w in model.weights]
+    try:
+        for w in model.weights:
+            w.assign(keras.ops.convert_to_numpy(w) * 1.5)
+        after = np.asarray(keras.ops.convert_to_numpy(sampling.forward_fn(model)(ids)))
+        np.testing.assert_allclose(after, keras.ops.convert_to_numpy(model(ids, training=False)), atol=1e-5, rtol=1e-5)
+        assert np.abs(after - before).max() > 1e-3
+    finally:
+        for w, value in zip(model.weights, saved):
+            w.assign(value)
+
+
+@pytest.mark.parametrize("length, cap, expected", [(1, None, 16), (16, None, 16), (17, None, 32),
+                                                   (33, 40, 40), (100, None, 128), (30, 24, 30)])
+def test_bucket_pads_to_a_power_of_two_within_the_cap(length, cap, expected):
+    assert sampling._bucket(length, cap) == expected
