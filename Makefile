@@ -52,7 +52,7 @@ book: $(VENV)/.book-$(DEPS_HASH)
 # the book is built by tests/test_book.py. tests/conftest.py points results/
 # and caches at temporary folders, so nothing committed changes.
 test: $(VENV)/.test-$(DEPS_HASH)
-	LLMFT_PROFILE=smoke $(BIN)/python -m pytest tests chapters --nbval-lax -p no:cacheprovider
+	LLMFT_PROFILE=smoke $(BIN)/python -m pytest tests chapters --nbval-lax -p no:cacheprovider --durations=25
 
 # make test runs tests/test_backends.py on JAX; this adds PyTorch (skipped,
 # with the reason, when torch is not installed: PyPI's Linux wheel is the
