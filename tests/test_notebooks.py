@@ -72,3 +72,23 @@ def test_chapter_runs_with_smoke_profile_under_papermill(path, tmp_path):
     assert injected and 'PROFILE = "smoke"' in injected[0].source
     text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
     assert "profile=smoke" in text  # env.start_chapter printed the resolved profile
+
+
+def stated_cpu_seconds(nb):
+    """The cpu run time a chapter states at its top ("cpu | 约 12 分钟", "`cpu` 约 30 秒")."""
+    import re
+
+    top = "\n".join(c.source for c in nb.cells[:4] if c.cell_type == "markdown")
+    m = re.search(r"`?cpu`?\s*\|?\s*约\s*([\d.]+)\s*(分钟|秒)", top)
+    return None if m is None else float(m.group(1)) * (60 if m.group(2) == "分钟" else 1)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_stated_cpu_run_time_matches_the_committed_run(path):
+    # The reader plans by the time at the top of the chapter; it must stay
+    # close to what the committed cpu run took (papermill records it).
+    nb = nbformat.read(path, as_version=4)
+    stated = stated_cpu_seconds(nb)
+    assert stated is not None, "the chapter does not state its cpu run time at the top"
+    measured = nb.metadata["papermill"]["duration"]
+    assert abs(stated - measured) <= 60 or 0.5 <= stated / measured <= 2, (stated, measured)
