@@ -375,8 +375,9 @@ class GPT(keras.Model):
         token at a time is XLA-compiled (``jit_compile=True``; one compile
         per cache shape), longer inputs (the prompt) run as a graph with a
         free length. Per-token Python and eager-dispatch overhead would
-        otherwise cost more than the small model's arithmetic. Other
-        backends, and symbolic ``cache_index``, run the same code eagerly.
+        otherwise cost more than the small model's arithmetic. On JAX one
+        token at a time goes through ``jax.jit`` (:meth:`_jax_cached_step`).
+        Other cases, and symbolic ``cache_index``, run the same code eagerly.
 
         Args:
             token_ids: (B, T) new tokens.
@@ -409,6 +410,8 @@ class GPT(keras.Model):
 
                 return function(tf.convert_to_tensor(token_ids, tf.int32),
                                 tf.convert_to_tensor(cache), tf.constant(int(cache_index), tf.int32))
+            if compiled and length == 1 and keras.backend.backend() == "jax":
+                return self._jax_cached_step(token_ids, cache, int(cache_index))
         else:
             token_ids = self._prepare(token_ids)
         return self._cached_forward(token_ids, cache, cache_index)
@@ -423,6 +426,30 @@ class GPT(keras.Model):
             new_caches.append(layer_cache)  # (B, 2, H, S, D)
         logits = self._logits(self.final_norm(x))  # (B, T, V)
         return logits, ops.stack(new_caches, axis=1)  # (B, L, 2, H, S, D)
+
+    def _jax_cached_step(self, token_ids, cache, cache_index):
+        """One token of :meth:`_cached_forward` through ``jax.jit``, compiled once per cache shape.
+
+        The weights are arguments (a ``keras.StatelessScope`` maps each
+        variable to its value inside the trace), so training or
+        ``enable_lora`` after the first call is seen; ``cache_index`` is a
+        traced scalar, so the steps of a generation share one compilation.
+        """
+        if "_llmft_jax_cached_step" not in self.__dict__:
+            import jax
+
+            def step(trainable, non_trainable, ids, layer_cache, index):
+                mapping = list(zip(self.trainable_variables, trainable)) + \
+                    list(zip(self.non_trainable_variables, non_trainable))
+                with keras.StatelessScope(state_mapping=mapping):
+                    return self._cached_forward(ids, layer_cache, index)
+
+            self.__dict__["_llmft_jax_cached_step"] = jax.jit(step)
+        import jax.numpy as jnp
+
+        return self.__dict__["_llmft_jax_cached_step"](
+            [v.value for v in self.trainable_variables], [v.value for v in self.non_trainable_variables],
+            jnp.asarray(token_ids, jnp.int32), cache, jnp.asarray(cache_index, jnp.int32))
 
     def _compiled_cached_call(self, single_token, dtype, new_sequence):
         """A compiled :meth:`_cached_forward`, traced once and kept; None off TensorFlow.

@@ -181,8 +181,8 @@ def test_presets():
     assert gpt.from_preset("tiny", vocab_size=VOCAB, num_layers=3).num_layers == 3
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the compiled path is TensorFlow's")
 def test_compiled_cache_step_matches_eager_and_is_traced_once(model):
+    # TensorFlow: tf.function concrete functions; JAX: one jax.jit for the single-token step.
     x = _ids(batch=1, length=12)
     cache = model.init_cache(1, 16)
     eager, eager_cache = model.call_with_cache(x[:, :4], cache, 0, compiled=False)
@@ -193,23 +193,31 @@ def test_compiled_cache_step_matches_eager_and_is_traced_once(model):
         fast, fast_cache = model.call_with_cache(x[:, i : i + 1], fast_cache, i)
         np.testing.assert_allclose(to_numpy(fast), to_numpy(eager), atol=1e-5)
     np.testing.assert_allclose(to_numpy(fast_cache), to_numpy(eager_cache), atol=1e-5)
-    functions = dict(model.__dict__["_llmft_cached_calls"])
-    model.call_with_cache(x[:, :3], model.init_cache(1, 16), 0)  # a new sequence, another length
-    assert model.__dict__["_llmft_cached_calls"] == functions  # the same two functions, reused
+    if keras.backend.backend() == "tensorflow":
+        functions = dict(model.__dict__["_llmft_cached_calls"])
+        model.call_with_cache(x[:, :3], model.init_cache(1, 16), 0)  # a new sequence, another length
+        assert model.__dict__["_llmft_cached_calls"] == functions  # the same two functions, reused
+    elif keras.backend.backend() == "jax":
+        step = model.__dict__["_llmft_jax_cached_step"]
+        if hasattr(step, "_cache_size"):  # jax's (private) count of compilations
+            assert step._cache_size() == 1  # every position shared one compilation
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the compiled path is TensorFlow's")
 def test_compiled_cache_step_sees_lora_weights_added_after_the_first_trace():
     keras.utils.set_random_seed(1)
     fresh = gpt.from_preset("tiny", vocab_size=VOCAB)
     x = _ids(batch=1, length=6)
-    fresh.call_with_cache(x, fresh.init_cache(1), 0)  # traced without LoRA
+    _, cache = fresh.call_with_cache(x[:, :5], fresh.init_cache(1), 0)  # prompt, traced without LoRA
+    fresh.call_with_cache(x[:, 5:], cache, 5)  # the one-token step, compiled without LoRA
     for block in fresh.blocks:
         block.attn.qkv.enable_lora(2)
         block.attn.qkv.lora_kernel_b.assign(np.full(block.attn.qkv.lora_kernel_b.shape, 0.05, "float32"))
     full = to_numpy(fresh(x))[:, -1]
     logits, _ = fresh.call_with_cache(x, fresh.init_cache(1), 0)
     np.testing.assert_allclose(to_numpy(logits)[:, -1], full, atol=1e-4)
+    _, cache = fresh.call_with_cache(x[:, :5], fresh.init_cache(1), 0)
+    step, _ = fresh.call_with_cache(x[:, 5:], cache, 5)
+    np.testing.assert_allclose(to_numpy(step)[:, -1], full, atol=1e-4)
 
 
 def test_cache_rejects_a_cache_of_the_wrong_rank(model):
