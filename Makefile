@@ -51,8 +51,12 @@ book: $(VENV)/.book-$(DEPS_HASH)
 # NBVAL_CHECK_OUTPUT are compared) and under papermill (tests/test_notebooks.py);
 # the book is built by tests/test_book.py. tests/conftest.py points results/
 # and caches at temporary folders, so nothing committed changes.
+# pytest-xdist runs the tests on WORKERS processes (default: one per core);
+# --dist loadscope keeps each notebook (and each test module) on one worker,
+# which nbval needs: a notebook's cells share one kernel. WORKERS=0 runs serially.
+WORKERS ?= auto
 test: $(VENV)/.test-$(DEPS_HASH)
-	LLMFT_PROFILE=smoke $(BIN)/python -m pytest tests chapters --nbval-lax -p no:cacheprovider --durations=25
+	LLMFT_PROFILE=smoke $(BIN)/python -m pytest tests chapters --nbval-lax -p no:cacheprovider --durations=25 -n $(WORKERS) --dist loadscope
 
 # make test runs tests/test_backends.py on JAX; this adds PyTorch (skipped,
 # with the reason, when torch is not installed: PyPI's Linux wheel is the

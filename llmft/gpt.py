@@ -376,7 +376,7 @@ class GPT(keras.Model):
         per cache shape), longer inputs (the prompt) run as a graph with a
         free length. Per-token Python and eager-dispatch overhead would
         otherwise cost more than the small model's arithmetic. On JAX one
-        token at a time goes through ``jax.jit`` (:meth:`_jax_cached_step`).
+        token at a time goes through ``jax.jit`` (``_jax_cached_step``).
         Other cases, and symbolic ``cache_index``, run the same code eagerly.
 
         Args:
