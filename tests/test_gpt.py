@@ -188,19 +188,24 @@ def test_compiled_cache_step_matches_eager_and_is_traced_once(model):
     eager, eager_cache = model.call_with_cache(x[:, :4], cache, 0, compiled=False)
     fast, fast_cache = model.call_with_cache(x[:, :4], cache, 0)
     np.testing.assert_allclose(to_numpy(fast), to_numpy(eager), atol=1e-5)
+    compilations = []  # JAX: how many shapes the one-token step has compiled so far
     for i in range(4, 12):
         eager, eager_cache = model.call_with_cache(x[:, i : i + 1], eager_cache, i, compiled=False)
         fast, fast_cache = model.call_with_cache(x[:, i : i + 1], fast_cache, i)
         np.testing.assert_allclose(to_numpy(fast), to_numpy(eager), atol=1e-5)
+        step = model.__dict__.get("_llmft_jax_cached_step")
+        if hasattr(step, "_cache_size"):  # jax's (private) count of compilations
+            compilations.append(step._cache_size())
     np.testing.assert_allclose(to_numpy(fast_cache), to_numpy(eager_cache), atol=1e-5)
     if keras.backend.backend() == "tensorflow":
         functions = dict(model.__dict__["_llmft_cached_calls"])
         model.call_with_cache(x[:, :3], model.init_cache(1, 16), 0)  # a new sequence, another length
         assert model.__dict__["_llmft_cached_calls"] == functions  # the same two functions, reused
     elif keras.backend.backend() == "jax":
-        step = model.__dict__["_llmft_jax_cached_step"]
-        if hasattr(step, "_cache_size"):  # jax's (private) count of compilations
-            assert step._cache_size() == 1  # every position shared one compilation
+        assert "_llmft_jax_cached_step" in model.__dict__
+        # Other tests share this model (other cache shapes), so count only what
+        # these steps added: the first may compile, the other positions reuse it.
+        assert len(set(compilations)) <= 1, compilations
 
 
 def test_compiled_cache_step_sees_lora_weights_added_after_the_first_trace():
