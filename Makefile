@@ -56,7 +56,7 @@ book: $(VENV)/.book-$(DEPS_HASH)
 # which nbval needs: a notebook's cells share one kernel. WORKERS=0 runs serially.
 WORKERS ?= auto
 test: $(VENV)/.test-$(DEPS_HASH)
-	LLMFT_PROFILE=smoke $(BIN)/python -m pytest tests chapters --nbval-lax -p no:cacheprovider --durations=25 -n $(WORKERS) --dist loadscope
+	LLMFT_PROFILE=smoke $(BIN)/python -m pytest tests chapters llmft --doctest-modules --nbval-lax -p no:cacheprovider --durations=25 -n $(WORKERS) --dist loadscope
 
 # make test runs tests/test_backends.py on JAX; this adds PyTorch (skipped,
 # with the reason, when torch is not installed: PyPI's Linux wheel is the
@@ -71,7 +71,7 @@ test-gpu: $(VENV)/.test-$(DEPS_HASH)
 	$(BIN)/python tools/gpu_run.py --profile gpu --out _build/gpu-run
 
 unit: $(VENV)/.test-$(DEPS_HASH)
-	$(BIN)/python -m pytest tests -m "not notebook and not book" -p no:cacheprovider
+	$(BIN)/python -m pytest tests llmft --doctest-modules -m "not notebook and not book" -p no:cacheprovider
 
 execute: $(VENV)/.test-$(DEPS_HASH)
 	$(BIN)/python tools/execute.py --profile $(PROFILE) $(CHAPTERS)

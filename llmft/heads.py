@@ -206,8 +206,8 @@ def classify(model, tokenizer, texts, *, max_length, labels, batch_size=64):
         one dict per text, ``{label: probability}`` in ``labels`` order.
 
     Example:
-        >>> classify(model, tok, ["这家店很好吃"], max_length=128, labels=["负面", "正面"])
-        [{'负面': 0.08, '正面': 0.92}]  # doctest: +SKIP
+        >>> classify(model, tok, ["这家店很好吃"], max_length=128, labels=["负面", "正面"])  # doctest: +SKIP
+        [{'负面': 0.08, '正面': 0.92}]
     """
     if isinstance(labels, str) or not isinstance(labels, Sequence) or len(labels) < 2:
         raise ValueError(f"labels must be a list of at least 2 class names; got {labels!r}")

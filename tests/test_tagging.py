@@ -37,6 +37,49 @@ def test_spans_from_bio_rejects_bad_tags():
         tagging.entity_spans_from_bio("B-PER")
 
 
+
+def test_bio_transitions():
+    start, allowed = tagging.bio_transitions(NAMES)  # O B-PER I-PER B-LOC I-LOC
+    assert start.tolist() == [True, True, False, True, False]
+    assert allowed[:, 2].tolist() == [False, True, True, False, False]  # I-PER only after B-PER/I-PER
+    assert allowed[:, 4].tolist() == [False, False, False, True, True]
+    assert allowed[:, [0, 1, 3]].all()
+    for bad in ["O", [], ["O", "X-PER"]]:
+        with pytest.raises(ValueError, match="names|tags"):
+            tagging.bio_transitions(bad)
+
+
+def _valid(seq):
+    return all(not NAMES[t].startswith("I-") or (i > 0 and NAMES[seq[i - 1]][2:] == NAMES[t][2:])
+               for i, t in enumerate(seq))
+
+
+def test_viterbi_equals_brute_force_over_valid_sequences():
+    import itertools
+
+    rng = np.random.default_rng(1)
+    log_probs = np.log(rng.dirichlet(np.ones(5) * 0.3, size=(6, 5)))  # (N=6, T=5, K=5), peaked
+    lengths = np.array([5, 4, 1, 3, 5, 0])
+    got = tagging.viterbi_decode(log_probs, lengths, NAMES)
+    for row, n in enumerate(lengths):
+        assert (got[row, n:] == -1).all()
+        if n == 0:
+            continue
+        valid = [s for s in itertools.product(range(5), repeat=int(n)) if _valid(s)]
+        best = max(valid, key=lambda s: sum(log_probs[row, i, t] for i, t in enumerate(s)))
+        assert tuple(got[row, :n]) == best
+    # argmax alone breaks the constraints somewhere in this sample; Viterbi never does
+    assert not all(_valid(log_probs[r, :n].argmax(-1)) for r, n in enumerate(lengths))
+
+
+def test_viterbi_validates():
+    with pytest.raises(ValueError, match="log_probs"):
+        tagging.viterbi_decode(np.zeros((1, 2, 3)), [2], NAMES)
+    with pytest.raises(ValueError, match="lengths"):
+        tagging.viterbi_decode(np.zeros((1, 2, 5)), [3], NAMES)
+    with pytest.raises(ValueError, match="lengths"):
+        tagging.viterbi_decode(np.zeros((2, 2, 5)), [1], NAMES)
+
 def test_entity_prf_hand_example():
     gold = [[(0, 3, "PER"), (4, 6, "LOC"), (7, 9, "TIME")], [(0, 2, "LOC")]]
     pred = [[(0, 2, "PER"), (4, 6, "LOC"), (7, 9, "ORG")], [(0, 2, "LOC"), (3, 4, "LOC")]]
@@ -141,6 +184,9 @@ def test_tiny_taggers_learn_a_toy_task():
     assert max(r["val_f1"] for r in rows) > 0.9
     pred = tagging.predict_tags(scratch, val[0])
     assert pred.shape == val[0].shape and set(np.unique(pred)) <= set(range(5))
+    constrained = tagging.predict_tags(scratch, val[0], decode="viterbi", names=NAMES)
+    assert all(_valid(row) for row in constrained)
+    assert (constrained == pred).mean() > 0.95  # the constraints change only a few positions
 
 
 def test_fit_tagger_validates():
@@ -152,3 +198,7 @@ def test_fit_tagger_validates():
         tagging.fit_tagger(model, (x, x), (x, x), epochs=1, learning_rate=0, names=NAMES)
     with pytest.raises(ValueError, match="x must"):
         tagging.predict_tags(model, np.ones(3, "int32"))
+    with pytest.raises(ValueError, match="decode"):
+        tagging.predict_tags(model, x, decode="beam")
+    with pytest.raises(ValueError, match="names"):
+        tagging.predict_tags(model, x, decode="viterbi")
