@@ -12,8 +12,11 @@ are turned back into entity spans that are scored by **exact span match**.
    tags are given, and always covering every character;
 3. :class:`TokenTagger` puts a per-position head on a backbone with
    ``hidden_states`` (the pretrained GPT), optionally with a bidirectional
-   LSTM in between; :func:`bilstm_tagger` is the from-scratch baseline;
-4. :func:`encode`, :func:`fit_tagger`, :func:`predict_tags` do the rest.
+   LSTM in between; :func:`bilstm_tagger` is the from-scratch baseline,
+   optionally with hashed character-bigram features (:class:`CharBigrams`);
+4. :func:`viterbi_decode` picks the most probable *valid* BIO sequence
+   (:func:`bio_transitions`) instead of the argmax at each position;
+5. :func:`encode`, :func:`fit_tagger`, :func:`predict_tags` do the rest.
 
 Label ``-1`` marks padding positions; the loss ignores them.
 
@@ -369,8 +372,9 @@ class CharBigrams(keras.layers.Layer):
     position says much about where words (and entities) begin and end. A
     pair ``(a, b)`` is numbered ``a * vocab_size + b`` and hashed into
     ``buckets`` ids ``1 .. buckets`` (the hashing trick, :cite:`weinberger2009hashing`):
-    no vocabulary of pairs to build or store, at the price of rare collisions.
-    The last character pairs with padding id 0.
+    no vocabulary of pairs to build or store, at the price of collisions
+    (with fewer buckets than pair types, several pairs share a bucket and its
+    vector). The last character pairs with padding id 0.
 
     Example:
         >>> ops.convert_to_numpy(CharBigrams(vocab_size=10, buckets=97)(np.array([[3, 4, 0]], "int32"))).tolist()

@@ -165,6 +165,36 @@ def test_padding_does_not_change_tags_of_real_positions():
     np.testing.assert_allclose(short[0], padded[0, :3], atol=1e-5)
 
 
+
+def test_char_bigrams_hash_pairs_and_keep_padding():
+    layer = tagging.CharBigrams(vocab_size=10, buckets=7)
+    ids = np.array([[3, 4, 3, 4, 0, 0], [9, 9, 9, 0, 0, 0]], "int32")
+    got = keras.ops.convert_to_numpy(layer(ids))
+    bucket = lambda a, b: (a * 10 + b) % 7 + 1  # noqa: E731
+    assert got.tolist() == [[bucket(3, 4), bucket(4, 3), bucket(3, 4), bucket(4, 0), 0, 0],
+                            [bucket(9, 9), bucket(9, 9), bucket(9, 0), 0, 0, 0]]
+    assert got.min() >= 0 and got.max() <= 7
+    with pytest.raises(ValueError, match="vocab_size"):
+        tagging.CharBigrams(vocab_size=50_000, buckets=7)
+    with pytest.raises(ValueError, match="buckets"):
+        tagging.CharBigrams(vocab_size=10, buckets=0)
+
+
+def test_bigram_tagger_size_and_save_round_trip(tmp_path):
+    keras.utils.set_random_seed(0)
+    plain = tagging.bilstm_tagger(vocab_size=12, num_tags=5, embedding_dim=4, units=4)
+    model = tagging.bilstm_tagger(vocab_size=12, num_tags=5, embedding_dim=4, units=4, bigram_buckets=11, bigram_dim=3)
+    x = np.array([[5, 6, 7, 0], [8, 9, 0, 0]], "int32")
+    model(x), plain(x)
+    # the bigram table, plus the LSTM's wider input (3 more features, 4 gates, 2 directions, 4 units)
+    assert model.count_params() - plain.count_params() == 12 * 3 + 3 * 4 * 4 * 2
+    path = tmp_path / "bigram_tagger.keras"
+    model.save(path)
+    back = keras.models.load_model(path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(back(x)))
+    with pytest.raises(ValueError, match="bigram_buckets"):
+        tagging.bilstm_tagger(vocab_size=12, num_tags=5, bigram_buckets=-1)
+
 def _toy_tagging(n, rng, length=12):
     # Token 3 is a one-token entity "B-PER" only when the NEXT token is 4: needs right context.
     x = rng.integers(3, 6, size=(n, length)).astype("int32")
