@@ -77,3 +77,15 @@ def test_the_books_bibliography_parses():
     assert len(entries) >= 15
     assert len({e.key for e in entries}) == len(entries)
     assert all(1900 < e.year < 2100 and e.title and e.venue for e in entries)
+
+
+def test_chapter_10_was_run_on_the_current_bibliography():
+    # Chapter 10 counts the entries and citations; a .bib edit without a re-run
+    # (python tools/execute.py --profile cpu chapters/10_references.ipynb) leaves it stale.
+    from llmft import paths
+
+    committed = paths.REPO_ROOT / "results" / "ch10.json"  # the tests' own results dir is a temp folder
+    recorded = json.loads(committed.read_text(encoding="utf-8"))["metrics"]
+    entries = bibliography.load_entries()
+    assert recorded["entries"] == len(entries)
+    assert set(recorded["citations"]) == {e.key for e in entries}
