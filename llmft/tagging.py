@@ -16,7 +16,8 @@ are turned back into entity spans that are scored by **exact span match**.
    optionally with hashed character-bigram features (:class:`CharBigrams`);
 4. :func:`viterbi_decode` picks the most probable *valid* BIO sequence
    (:func:`bio_transitions`) instead of the argmax at each position;
-5. :func:`encode`, :func:`fit_tagger`, :func:`predict_tags` do the rest.
+5. :func:`encode`, :func:`fit_tagger`, :func:`predict_tags` (:func:`predict_log_probs`
+   then :func:`decode_tags`) do the rest.
 
 Label ``-1`` marks padding positions; the loss ignores them.
 
@@ -461,25 +462,24 @@ _PREDICT_FNS = weakref.WeakKeyDictionary()  # model -> its compiled log-softmax
 DECODERS = ("argmax", "viterbi")
 
 
-def predict_tags(model, x, *, batch_size=128, decode="argmax", names=None):
-    """Predicted tag ids (N, T) for token ids ``x``; -1 on padding.
-
-    Args:
-        model: a tagger, ids -> (B, T, K) logits.
-        x: token ids (N, T), 0 on padding (on the right).
-        batch_size: rows per forward pass.
-        decode: ``"argmax"`` takes the most probable tag at each position on
-            its own; ``"viterbi"`` takes the most probable valid BIO sequence
-            (:func:`viterbi_decode`).
-        names: the K tag names in id order (needed for ``"viterbi"``).
-    """
-    import tensorflow as tf
-
-    check_int("batch_size", batch_size)
+def _check_decode(decode, names):
     if decode not in DECODERS:
         raise ValueError(f"decode must be one of {DECODERS}; got {decode!r}")
     if decode == "viterbi" and names is None:
         raise ValueError("names must list the tag names in id order for decode='viterbi'; got None")
+
+
+def predict_log_probs(model, x, *, batch_size=128):
+    """Per-position log-probabilities (N, T, K) of a tagger for token ids ``x``; 0 on padding.
+
+    Batches are formed from rows of similar length and cut to their longest
+    row, so short windows do not pay for the padding of long ones. Decode the
+    result with :func:`decode_tags` (once per decoding rule, without running
+    the model again).
+    """
+    import tensorflow as tf
+
+    check_int("batch_size", batch_size)
     x = np.asarray(x, dtype="int32")
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"x must be token ids of shape (N, T) with N >= 1; got shape {x.shape}")
@@ -489,19 +489,50 @@ def predict_tags(model, x, *, batch_size=128, decode="argmax", names=None):
         fn = tf.function(lambda xb: ops.log_softmax(ref()(xb, training=False), axis=-1),
                          input_signature=[tf.TensorSpec((None, None), tf.int32)])
         _PREDICT_FNS[model] = fn
-    lengths = (x != 0).sum(axis=1)
-    order = np.argsort(lengths, kind="stable")
-    out = np.full(x.shape, IGNORE, "int32")
+    order = np.argsort((x != 0).sum(axis=1), kind="stable")
+    out = None
     for i in range(0, len(x), batch_size):
         rows = order[i:i + batch_size]
         width = _batch_width(x[rows])
         log_probs = ops.convert_to_numpy(fn(x[rows][:, :width]))
-        if decode == "viterbi":
-            out[rows, :width] = viterbi_decode(log_probs, lengths[rows], names)
-        else:
-            out[rows, :width] = log_probs.argmax(axis=-1)
+        if out is None:
+            out = np.zeros(x.shape + log_probs.shape[-1:], "float32")
+        out[rows, :width] = log_probs
+    out[x == 0] = 0.0
+    return out
+
+
+def decode_tags(log_probs, x, *, decode="argmax", names=None):
+    """Tag ids (N, T) from :func:`predict_log_probs`; -1 on the padding of ``x``.
+
+    Args:
+        log_probs: (N, T, K) per-position log-probabilities.
+        x: the token ids (N, T) they were computed from (0 on padding, on the right).
+        decode: ``"argmax"`` takes the most probable tag at each position on
+            its own; ``"viterbi"`` takes the most probable valid BIO sequence
+            (:func:`viterbi_decode`).
+        names: the K tag names in id order (needed for ``"viterbi"``).
+    """
+    _check_decode(decode, names)
+    x, log_probs = np.asarray(x), np.asarray(log_probs)
+    if log_probs.shape[:2] != x.shape:
+        raise ValueError(f"log_probs must be (N, T, K) for x of shape {x.shape}; got {log_probs.shape}")
+    if decode == "viterbi":
+        out = viterbi_decode(log_probs, (x != 0).sum(axis=1), names)
+    else:
+        out = log_probs.argmax(axis=-1).astype("int32")
     out[x == 0] = IGNORE
     return out
+
+
+def predict_tags(model, x, *, batch_size=128, decode="argmax", names=None):
+    """Predicted tag ids (N, T) for token ids ``x``; -1 on padding.
+
+    :func:`predict_log_probs` followed by :func:`decode_tags` (see there for
+    ``decode`` and ``names``).
+    """
+    _check_decode(decode, names)  # fail before running the model
+    return decode_tags(predict_log_probs(model, x, batch_size=batch_size), x, decode=decode, names=names)
 
 
 def fit_tagger(model, train, val, *, epochs, learning_rate, batch_size=32, names=None, decode="argmax",

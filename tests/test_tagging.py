@@ -217,6 +217,10 @@ def test_tiny_taggers_learn_a_toy_task():
     constrained = tagging.predict_tags(scratch, val[0], decode="viterbi", names=NAMES)
     assert all(_valid(row) for row in constrained)
     assert (constrained == pred).mean() > 0.95  # the constraints change only a few positions
+    log_probs = tagging.predict_log_probs(scratch, val[0])  # one forward pass, decoded twice
+    np.testing.assert_allclose(np.exp(log_probs).sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(tagging.decode_tags(log_probs, val[0]), pred)
+    np.testing.assert_array_equal(tagging.decode_tags(log_probs, val[0], decode="viterbi", names=NAMES), constrained)
 
 
 def test_fit_tagger_validates():
@@ -232,3 +236,5 @@ def test_fit_tagger_validates():
         tagging.predict_tags(model, x, decode="beam")
     with pytest.raises(ValueError, match="names"):
         tagging.predict_tags(model, x, decode="viterbi")
+    with pytest.raises(ValueError, match="log_probs"):
+        tagging.decode_tags(np.zeros((4, 2, 5)), x)
