@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import keras
@@ -149,9 +148,7 @@ def _pretrained(kind: str, profile, verbose: bool) -> BaseModel:
         model, train_ids, val_ids, config=train_config(kind, prof),
         context_length=prof.context_length, checkpoint_dir=directory / "checkpoints", verbose=verbose,
     )
-    tmp = directory / ".model.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, directory / "model.keras")
+    paths.atomic_save_model(model, directory / "model.keras")
     paths.atomic_write_json(meta_path, {
         "kind": kind, "profile": prof.name, "history": history, "tokenizer": tokenizer.fingerprint,
         "params": int(model.count_params()), "train_tokens": int(len(train_ids)), "val_tokens": int(len(val_ids)),

@@ -57,6 +57,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def atomic_save_model(model, path: str | os.PathLike) -> Path:
+    """``model.save(path)`` so that readers never see a half-written model, even with several writers.
+
+    Keras writes to a temporary ``.keras`` file with a unique name in the same
+    folder, which then replaces ``path`` in one ``os.replace``. The unique name
+    matters when two processes build the same cache at once (two test workers
+    pretraining the same base model): with one shared temporary name, one
+    process would move the other's half-written file away.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.keras", dir=path.parent)  # Keras wants .keras
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     """:func:`atomic_write_bytes` for JSON (UTF-8, sorted keys, Chinese kept readable)."""
     text = json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n"

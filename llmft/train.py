@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -209,9 +208,7 @@ def save_checkpoint(model, directory, step, history):
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}.keras"
-    tmp = directory / f".{name}.tmp.keras"  # Keras insists on the .keras suffix
-    model.save(tmp)
-    os.replace(tmp, directory / name)
+    paths.atomic_save_model(model, directory / name)
     paths.atomic_write_json(directory / LATEST, {"checkpoint": name, "step": step, "history": history,
                                                  "rng": seed_states(model)})
     for old in sorted(directory.glob("step-*.keras"))[:-2]:

@@ -29,7 +29,6 @@ import dataclasses
 import functools
 import json
 import logging
-import os
 import random
 from pathlib import Path
 
@@ -272,9 +271,7 @@ def pretrained_transfer_model(corpus: str, streams: dict, tokenizer, config: Tra
     model, history = train.pretrain(model, streams[corpus], val_ids, config=train_config,
                                     context_length=config.context_length,
                                     checkpoint_dir=directory / "checkpoints", verbose=False)
-    tmp = directory / ".model.tmp.keras"  # Keras insists on the .keras suffix
-    model.save(tmp)
-    os.replace(tmp, directory / "model.keras")
+    paths.atomic_save_model(model, directory / "model.keras")
     paths.atomic_write_json(meta_path, {"corpus": corpus, "history": history, "tokens": int(config.budget_tokens),
                                         "tokenizer": tokenizer.fingerprint})
     if verbose:

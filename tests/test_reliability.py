@@ -266,3 +266,43 @@ def test_generate_refuses_ids_the_model_does_not_have():
     model = gpt.from_preset("tiny", vocab_size=20, context_length=8)
     with pytest.raises(ValueError, match=r"prompt_ids must be ids in \[0, vocab_size=20\)"):
         sampling.generate(model, big.encode(chr(0x4E00 + 39)), 2)
+
+
+class _FakeModel:
+    """Stands in for a Keras model: ``save`` writes bytes, optionally calling back mid-write."""
+
+    def __init__(self, data, during_save=None, fail=False):
+        self.data, self.during_save, self.fail = data, during_save, fail
+
+    def save(self, path):
+        with open(path, "wb") as fh:  # one handle, as Keras' zip writer keeps one
+            fh.write(self.data[:1])
+            fh.flush()
+            if self.during_save is not None:
+                self.during_save()
+            if self.fail:
+                raise OSError("disk full")
+            fh.write(self.data[1:])
+
+
+def test_two_writers_of_the_same_model_file_do_not_collide(tmp_path):
+    # Two test workers once pretrained the same smoke base model at the same time: both wrote
+    # ".model.tmp.keras", and one moved the other's half-written file away (FileNotFoundError).
+    from llmft import paths
+
+    target = tmp_path / "models" / "model.keras"
+    inner = _FakeModel(b"inner")
+    outer = _FakeModel(b"outer", during_save=lambda: paths.atomic_save_model(inner, target))
+    paths.atomic_save_model(outer, target)  # the inner save finishes while the outer one is half-written
+    assert target.read_bytes() == b"outer"
+    assert [p.name for p in target.parent.iterdir()] == ["model.keras"]  # no temporary file left
+
+
+def test_a_failed_model_save_leaves_the_old_file_and_no_temporary(tmp_path):
+    from llmft import paths
+
+    target = tmp_path / "model.keras"
+    paths.atomic_save_model(_FakeModel(b"old"), target)
+    with pytest.raises(OSError, match="disk full"):
+        paths.atomic_save_model(_FakeModel(b"new", fail=True), target)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.keras"]
