@@ -306,3 +306,12 @@ def test_a_failed_model_save_leaves_the_old_file_and_no_temporary(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         paths.atomic_save_model(_FakeModel(b"new", fail=True), target)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_a_saved_model_file_gets_the_usual_mode(tmp_path):
+    from llmft import paths
+
+    umask = os.umask(0)
+    os.umask(umask)
+    target = paths.atomic_save_model(_FakeModel(b"data"), tmp_path / "model.keras")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
