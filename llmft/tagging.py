@@ -535,6 +535,11 @@ def predict_tags(model, x, *, batch_size=128, decode="argmax", names=None):
     return decode_tags(predict_log_probs(model, x, batch_size=batch_size), x, decode=decode, names=names)
 
 
+def _id_rows_to_spans(rows, names):
+    # tag-id rows (-1 on padding) -> one list of entity spans per row
+    return [entity_spans_from_bio([names[t] for t in row[row >= 0]]) for row in rows]
+
+
 def fit_tagger(model, train, val, *, epochs, learning_rate, batch_size=32, names=None, decode="argmax",
                warmup_fraction=0.1, weight_decay=0.01, clip_norm=1.0, seed=0, name="", verbose=True):
     """Train a tagger (ids -> (B, T, num_tags) logits) with AdamW, warmup and cosine decay.
@@ -567,13 +572,13 @@ def fit_tagger(model, train, val, *, epochs, learning_rate, batch_size=32, names
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE))
     val_x, val_y = (np.asarray(a) for a in val)
-    gold = [entity_spans_from_bio([names[t] for t in row[row >= 0]]) for row in val_y]
+    gold = _id_rows_to_spans(val_y, names)
     rows, best, best_weights, start = [], -1.0, None, time.perf_counter()
     data = _dataset(x, y, batch_size, seed)
     for epoch in range(epochs):
         history = model.fit(data, epochs=1, verbose=0, shuffle=False)
         pred = predict_tags(model, val_x, decode=decode, names=names)
-        spans = [entity_spans_from_bio([names[t] for t in row[row >= 0]]) for row in pred]
+        spans = _id_rows_to_spans(pred, names)
         f1 = entity_prf(gold, spans)["micro"]["f1"]
         rows.append({"epoch": epoch + 1, "loss": float(history.history["loss"][-1]), "val_f1": f1,
                      "seconds": round(time.perf_counter() - start, 1)})
