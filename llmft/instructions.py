@@ -316,13 +316,23 @@ def valid_format(task: str, prediction: str, source: str, finished: bool = True)
     return finished and bool(prediction)
 
 
-def score(items, replies) -> dict:
-    """Per-task ``exact_match``, ``token_f1``, ``format_valid`` and ``n``, plus their means in ``"mean"``."""
+def _check_replies(items, replies):
     if len(items) != len(replies):
         raise ValueError(f"items and replies must have the same length; got {len(items)} and {len(replies)}")
+
+
+def exact_matches(items, replies) -> list[bool]:
+    """Per item: is the reply the reference answer (whitespace ignored)? For paired tests of two models."""
+    _check_replies(items, replies)
+    return [normalize(text) == normalize(item.answer) for item, (text, _) in zip(items, replies)]
+
+
+def score(items, replies) -> dict:
+    """Per-task ``exact_match``, ``token_f1``, ``format_valid`` and ``n``, plus their means in ``"mean"``."""
+    _check_replies(items, replies)
     per = collections.defaultdict(lambda: collections.defaultdict(list))
-    for item, (text, finished) in zip(items, replies):
-        per[item.task]["exact_match"].append(float(normalize(text) == normalize(item.answer)))
+    for item, (text, finished), exact in zip(items, replies, exact_matches(items, replies)):
+        per[item.task]["exact_match"].append(float(exact))
         per[item.task]["token_f1"].append(token_f1(item.task, text, item.answer))
         per[item.task]["format_valid"].append(float(valid_format(item.task, text, item.source, finished)))
     out = {task: {k: sum(v) / len(v) for k, v in m.items()} | {"n": len(m["exact_match"])}

@@ -339,6 +339,39 @@ def precision_recall_f1(y_true, y_pred, *, average="binary", pos_label=1, num_cl
     return tuple(float(np.mean(column)) for column in zip(*scores))
 
 
+def mcnemar_exact(correct_a, correct_b):
+    """Exact McNemar test: do two models scored on the same items differ in accuracy?
+
+    Items that both models get right, or both wrong, say nothing about which
+    is better. The rest are ``a_only`` (only model a right) and ``b_only``.
+    If the models were equally good, each of those ``n = a_only + b_only``
+    items would fall either way with probability 1/2, so ``a_only`` follows
+    Binomial(n, 1/2). The two-sided p-value is twice the smaller tail, capped
+    at 1 (McNemar 1947, exact form); 1.0 when ``n == 0``.
+
+    Args:
+        correct_a, correct_b: per-item correctness (bools or 0/1) of the two
+            models on the same items, in the same order.
+
+    Returns:
+        dict with ``a_only``, ``b_only`` and ``p_value``.
+
+    Example:
+        >>> mcnemar_exact([1, 1, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0, 0])["p_value"]
+        0.03125
+    """
+    a, b = (np.asarray(v) for v in (correct_a, correct_b))
+    for name, v in (("correct_a", a), ("correct_b", b)):
+        if v.ndim != 1 or v.size == 0 or not np.isin(v, (0, 1)).all():
+            raise ValueError(f"{name} must be a non-empty 1-D sequence of bools or 0/1; got {v!r:.80}")
+    if a.size != b.size:
+        raise ValueError(f"correct_a and correct_b must score the same items; got lengths {a.size} and {b.size}")
+    a_only, b_only = int(np.sum((a == 1) & (b == 0))), int(np.sum((a == 0) & (b == 1)))
+    n, k = a_only + b_only, min(a_only, b_only)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return {"a_only": a_only, "b_only": b_only, "p_value": min(1.0, 2 * tail)}
+
+
 # --------------------------------------------------------------------------
 # Generated text: diversity and repetition (introduced in chapter 6.6)
 # --------------------------------------------------------------------------

@@ -199,6 +199,41 @@ def masked_loss(logits, targets, weights):
     return float((nll * weights).sum() / weights.sum())
 
 
+def answer_loss(model, x, y, w, *, batch_size=32, pad_id=0):
+    """:func:`masked_loss` of ``model`` over a whole set, computed in batches.
+
+    Every weighted target counts once, so the number does not depend on the
+    batching; Keras' ``evaluate`` instead averages the per-batch means (with
+    masking, batches with few answer tokens weigh as much as full ones).
+    Chapter 6.4 uses it per task on held-out items: how well each model
+    predicts the reference answers, even where no reply is exactly right.
+
+    Args:
+        model: a language model returning ``(B, T, V)`` logits.
+        x, y, w: arrays of :func:`training_arrays`.
+        batch_size: rows per forward pass (rows of similar length go together).
+        pad_id: the padding id of ``x``.
+    """
+    check_int("batch_size", batch_size)
+    x, y, w = np.asarray(x), np.asarray(y), np.asarray(w, np.float64)
+    if x.ndim != 2 or x.shape != y.shape or x.shape != w.shape:
+        raise ValueError(f"x, y and w must be 2-D arrays of one shape; got {x.shape}, {y.shape}, {w.shape}")
+    if not w.sum() > 0:
+        raise ValueError(f"w must have a positive sum; got {w.sum()!r}")
+    lengths = (x != pad_id).sum(1)
+    order = np.argsort(lengths, kind="stable")
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        weight = w[rows].sum()
+        if weight == 0:
+            continue
+        width = _width(lengths[rows], 8, x.shape[1])
+        logits = model(x[rows, :width], training=False)
+        total += masked_loss(logits, y[rows, :width], w[rows, :width]) * weight
+    return total / w.sum()
+
+
 def _width(lengths, multiple, cap):
     return min(-(-int(max(lengths.max(), 1)) // multiple) * multiple, cap)
 

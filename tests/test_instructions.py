@@ -89,6 +89,14 @@ def test_score_means_and_lengths():
         ins.score([], [("x", True)])
 
 
+def test_exact_matches_per_item_ignore_whitespace_only():
+    item = ins.Item("entities", "a", (("user", "a"), ("assistant", "人名：无；地名：北京；机构名：无")))
+    replies = [("人名：无；地名： 北京；机构名：无", True), ("人名：无；地名：北；机构名：无", True)]
+    assert ins.exact_matches([item, item], replies) == [True, False]
+    with pytest.raises(ValueError, match="same length"):
+        ins.exact_matches([item], replies)
+
+
 def test_baselines_answer_by_rule_and_entities_are_mostly_named(items):
     test = items["test"]
     replies = ins.baseline_replies(items["train"], test)

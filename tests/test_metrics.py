@@ -251,3 +251,29 @@ def test_continuation_cross_entropy_scores_only_the_continuation():
         metrics.continuation_cross_entropy(model, list(range(20)), list(range(13)))
     with pytest.raises(ValueError, match="continuation_ids"):
         metrics.continuation_cross_entropy(model, prompt, [])
+
+
+def test_mcnemar_exact_matches_scipys_binomial_test():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    for n_items in (1, 7, 40, 100):
+        a, b = rng.random(n_items) < 0.6, rng.random(n_items) < 0.4
+        out = metrics.mcnemar_exact(a, b)
+        assert out["a_only"] == int(np.sum(a & ~b)) and out["b_only"] == int(np.sum(~a & b))
+        n = out["a_only"] + out["b_only"]
+        expected = stats.binomtest(out["a_only"], n, 0.5).pvalue if n else 1.0
+        assert out["p_value"] == pytest.approx(expected, rel=1e-12)
+    # Agreement on every item: no evidence either way.
+    assert metrics.mcnemar_exact([1, 0, 1], [1, 0, 1]) == {"a_only": 0, "b_only": 0, "p_value": 1.0}
+
+
+@pytest.mark.parametrize("a, b, match", [
+    ([], [], "correct_a must be a non-empty"),
+    ([1, 2], [1, 0], "correct_a must be a non-empty"),
+    ([1, 0], [[1, 0]], "correct_b must be a non-empty"),
+    ([1, 0, 1], [1, 0], "same items; got lengths 3 and 2"),
+])
+def test_mcnemar_exact_rejects_bad_input(a, b, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.mcnemar_exact(a, b)

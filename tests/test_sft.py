@@ -103,6 +103,25 @@ def test_keras_sample_weight_loss_equals_masked_loss():
     assert keras_value == pytest.approx(sft.masked_loss(logits, targets, weights), rel=1e-5)
 
 
+def test_answer_loss_weighs_every_answer_token_once_whatever_the_batching():
+    encoded = [sft.encode_chat(TOK, CONVERSATION[1:3]), sft.encode_chat(TOK, CONVERSATION[1:]),
+               sft.encode_chat(TOK, [("user", "你好"), ("assistant", "谢谢再见！")])]
+    x, y, w = sft.training_arrays(encoded, context_length=24)
+    model = _tiny_model(context_length=24)
+    whole = sft.masked_loss(model(x), y, w)
+    for batch_size in (1, 2, 3):
+        assert sft.answer_loss(model, x, y, w, batch_size=batch_size) == pytest.approx(whole, rel=1e-5)
+    # A mean of per-batch means would differ: the rows hold different numbers of answer tokens.
+    per_row = np.mean([sft.masked_loss(model(x[i:i + 1]), y[i:i + 1], w[i:i + 1]) for i in range(3)])
+    assert abs(per_row - whole) > 1e-4
+    with pytest.raises(ValueError, match="positive sum"):
+        sft.answer_loss(model, x, y, np.zeros_like(w))
+    with pytest.raises(ValueError, match="one shape"):
+        sft.answer_loss(model, x, y[:2], w)
+    with pytest.raises(ValueError, match="batch_size must be"):
+        sft.answer_loss(model, x, y, w, batch_size=0)
+
+
 def test_bucketed_batches_keep_one_conversation_per_row():
     encoded = [sft.encode_chat(TOK, CONVERSATION[1:3])] * 5 + [sft.encode_chat(TOK, CONVERSATION[1:])] * 5
     originals = {tuple(ids) for ids, _ in encoded}
