@@ -9,6 +9,7 @@ Introduced in chapter 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -38,26 +39,40 @@ def _give_umask_mode(path):
     os.chmod(path, 0o666 & ~umask)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers never see a half-written file.
+@contextlib.contextmanager
+def _replace_on_success(path: Path, prefix: str, suffix: str):
+    """A unique temporary file beside ``path`` that replaces ``path`` if the block succeeds.
 
-    The bytes go to a temporary file in the same folder, are flushed to disk,
-    and then replace ``path`` in one ``os.replace`` (atomic on POSIX and
-    Windows). A crash leaves either the old file or the new one.
+    Yields ``(fd, tmp)``: the open descriptor, which the block closes, and the
+    temporary name. The file gets the mode a new file would get (mkstemp makes
+    0600 files). On any error the temporary file is deleted and ``path`` is
+    left as it was; on success one ``os.replace`` (atomic on POSIX and
+    Windows) moves it onto ``path``.
     """
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     try:
         _give_umask_mode(tmp)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield fd, tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers never see a half-written file.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk,
+    and then replace ``path`` in one ``os.replace``. A crash leaves either the
+    old file or the new one.
+    """
+    path = Path(path)
+    with _replace_on_success(path, f".{path.name}.", ".tmp") as (fd, _):
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
     return path
 
 
@@ -71,16 +86,9 @@ def atomic_save_model(model, path: str | os.PathLike) -> Path:
     process would move the other's half-written file away.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.keras", dir=path.parent)  # Keras wants .keras
-    os.close(fd)
-    try:
-        _give_umask_mode(tmp)  # Keras rewrites the file in place, keeping its mode
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _replace_on_success(path, f".{path.stem}.", ".tmp.keras") as (fd, tmp):  # Keras wants a .keras name
+        os.close(fd)
+        model.save(tmp)  # Keras rewrites the file in place, keeping the mode given above
     return path
 
 

@@ -315,3 +315,15 @@ def test_a_saved_model_file_gets_the_usual_mode(tmp_path):
     os.umask(umask)
     target = paths.atomic_save_model(_FakeModel(b"data"), tmp_path / "model.keras")
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_failed_byte_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    from llmft import paths
+
+    target = paths.atomic_write_bytes(tmp_path / "cache.json", b"old")
+    with pytest.raises(TypeError):
+        paths.atomic_write_bytes(target, "not bytes")  # fails inside the write, after the temporary exists
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["cache.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
