@@ -20,9 +20,10 @@ from keras import ops
 from llmft.checks import check_dropout, check_int
 
 # Named sizes (the vocabulary comes from the tokenizer, so it is not here).
-# "small" is the cpu profile's base model: 1.45M parameters with a
-# 5000-token vocabulary; on a 2-core CPU it trains at about 2 steps/s
-# (batch 32, context 128), nearly half of that time in the 5000-way output.
+# "small" is the cpu profile's base model: 1.19M parameters with that
+# profile's 3000-character vocabulary (chapter 3). On a 2-core CPU a training
+# step (batch 32, context 128) takes about 0.6-0.7 s, a quarter to a third of
+# it in the output layer and its softmax cross-entropy (chapter 7's profile).
 PRESETS: dict[str, dict] = {
     "tiny": dict(context_length=32, num_layers=2, num_heads=2, hidden_dim=32),
     "small": dict(context_length=128, num_layers=4, num_heads=4, hidden_dim=128, dropout=0.1),
