@@ -221,10 +221,8 @@ def answer_loss(model, x, y, w, *, batch_size=32, pad_id=0):
     if not w.sum() > 0:
         raise ValueError(f"w must have a positive sum; got {w.sum()!r}")
     lengths = (x != pad_id).sum(1)
-    order = np.argsort(lengths, kind="stable")
     total = 0.0
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    for rows in batch_indices(lengths, batch_size=batch_size, shuffle=False):  # similar lengths together
         weight = w[rows].sum()
         if weight == 0:
             continue
