@@ -228,3 +228,28 @@ def test_compiled_cache_step_sees_lora_weights_added_after_the_first_trace():
 def test_cache_rejects_a_cache_of_the_wrong_rank(model):
     with pytest.raises(ValueError, match="cache"):
         model.call_with_cache(_ids(batch=1, length=2), np.zeros((1, 2, 2, 32, 16), "float32"), 0)
+
+
+def test_attention_gradient_has_no_slice_gradients():
+    # Taking q, k, v as three slices of one tensor makes three full-size
+    # zero-padded gradients (StridedSliceGrad) that are then summed;
+    # unstacking makes one stack. The bench appendix measures the step-time
+    # difference; this guards the graph shape that causes it.
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("inspects a TensorFlow graph")
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    small = gpt.from_preset("tiny", vocab_size=VOCAB)
+    small.build((None, small.context_length))
+    x = tf.constant(_ids())
+
+    @tf.function
+    def grads(ids):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(small(ids, training=True))
+        return tape.gradient(loss, small.trainable_variables)
+
+    ops_used = {op.type for op in grads.get_concrete_function(x).graph.get_operations()}
+    assert "MatMul" in ops_used  # the graph really holds the step
+    assert "StridedSliceGrad" not in ops_used, sorted(ops_used)
