@@ -5,6 +5,8 @@ What ``make bench`` (``tools/bench.py``) measures and the appendix page
 
 1. ``matmul_peak``: FLOP/s of one large square matrix multiplication, the
    ceiling that a training step made of matmuls can approach on this machine;
+   ``step_matmuls``: each matmul of a real training step timed alone, at its
+   own shape, which tells the matmuls' time from the rest of the step;
 2. ``train_throughput``: tokens/s of training steps (forward, loss,
    backward, AdamW) and the achieved FLOP/s, from the matmul FLOPs per token
    that :func:`llmft.estimates.gpt_flops_per_token` counts; for the book's
@@ -97,16 +99,25 @@ def matmul_peak(dtype="float32", *, size=1024, repeats=10, trials=3) -> dict:
     _check_choice("dtype", dtype, ("float32", "bfloat16"))
     size, repeats, trials = (check_int(n, v) for n, v in (("size", size), ("repeats", repeats), ("trials", trials)))
     tf = _require_tensorflow("matmul_peak")
+    seconds = _time_matmul(tf, (size, size), (size, size), dtype, False, False, repeats, trials)
+    flops = 2 * size**3 * repeats
+    return {"dtype": dtype, "size": size, "flops": flops, "seconds": seconds,
+            "flops_per_second": flops / min(seconds)}
+
+
+def _time_matmul(tf, a_shape, b_shape, dtype, transpose_a, transpose_b, repeats, trials):
+    """Seconds of ``repeats`` products ``a @ b`` (batched when 3-D) in one compiled loop, per trial."""
     rng = np.random.default_rng(0)
-    a = tf.cast(rng.standard_normal((size, size), dtype=np.float32), dtype)
-    b = tf.cast(rng.standard_normal((size, size), dtype=np.float32), dtype)
+    a = tf.cast(rng.standard_normal(a_shape, dtype=np.float32), dtype)
+    b = tf.cast(rng.standard_normal(b_shape, dtype=np.float32), dtype)
 
     @tf.function
     def loop(a, b):
         total = tf.constant(0.0)
         for _ in tf.range(repeats):
             # One element of each product is kept, so no matmul is dead code.
-            total += tf.cast(tf.matmul(a, b)[0, 0], tf.float32)
+            product = tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+            total += tf.cast(tf.reshape(product, [-1])[0], tf.float32)
         return total
 
     loop(a, b).numpy()  # trace and warm up
@@ -115,9 +126,65 @@ def matmul_peak(dtype="float32", *, size=1024, repeats=10, trials=3) -> dict:
         start = time.perf_counter()
         loop(a, b).numpy()
         seconds.append(time.perf_counter() - start)
-    flops = 2 * size**3 * repeats
-    return {"dtype": dtype, "size": size, "flops": flops, "seconds": seconds,
-            "flops_per_second": flops / min(seconds)}
+    return seconds
+
+
+def step_matmuls(model, batch_size, *, trials=3, flops_per_call=2e9) -> dict:
+    """Time each matrix multiplication of one training step of ``model`` on its own, at its own shape.
+
+    The step (forward, cross-entropy, gradients, AdamW) is traced, not run
+    (:func:`llmft.estimates.train_step_graph`); every ``MatMul`` and
+    ``BatchMatMul`` in it, with its transpose flags, is timed alone in a
+    compiled loop, and the fastest trial counts. Summing count x FLOPs /
+    (FLOP/s) over the distinct shapes gives the time a step would take if it
+    did nothing but its matmuls, each as fast as it runs alone with warm
+    caches: a lower bound of the real step time. What the real step spends
+    beyond it goes to the other operations (softmax, LayerNorm, GELU, AdamW,
+    cross-entropy, copies).
+
+    Args:
+        model: a built Keras model mapping ids (B, T) to logits (B, T, V),
+            with a ``context_length`` (the training window).
+        batch_size: B of the traced step.
+        trials: timed calls per shape.
+        flops_per_call: about how many FLOPs one timed call does (the loop
+            repeats the product to reach it), so that small shapes are
+            timed over more than a few microseconds.
+
+    Returns:
+        dict with ``matmuls`` (one row per distinct shape: ``op``,
+        ``a_shape``, ``b_shape``, ``transpose_a``, ``transpose_b``,
+        ``count`` in the step, ``flops`` of one product, ``flops_per_second``),
+        ``flops`` (all matmuls of the step, as
+        :func:`llmft.estimates.count_matmul_flops` counts them) and
+        ``seconds`` (the matmul-only step time above).
+    """
+    batch_size, trials = check_int("batch_size", batch_size), check_int("trials", trials)
+    if isinstance(flops_per_call, bool) or not isinstance(flops_per_call, (int, float)) or not flops_per_call > 0:
+        raise ValueError(f"flops_per_call must be a positive number; got {flops_per_call!r}")
+    tf = _require_tensorflow("step_matmuls")
+    graph = estimates.train_step_graph(model, batch_size)
+    rows = {}
+    for op in graph.get_operations():
+        if op.type not in estimates._MATMUL_OPS:
+            continue
+        flags = ("transpose_a", "transpose_b") if op.type == "MatMul" else ("adj_x", "adj_y")
+        a_shape, b_shape, out_shape = (tuple(int(d) for d in t.shape) for t in (*op.inputs[:2], op.outputs[0]))
+        transpose_a, transpose_b = (bool(op.get_attr(f)) for f in flags)
+        # 2 x (output elements) x (summed length), as estimates.count_matmul_flops counts
+        flops = 2 * (a_shape[-2] if transpose_a else a_shape[-1]) * int(np.prod(out_shape))
+        key = (op.type, a_shape, b_shape, transpose_a, transpose_b, op.inputs[0].dtype.name, flops)
+        rows[key] = rows.get(key, 0) + 1
+    out, total, seconds = [], 0, 0.0
+    for (op_type, a_shape, b_shape, transpose_a, transpose_b, dtype, flops), count in rows.items():
+        repeats = max(1, math.ceil(flops_per_call / flops))
+        best = min(_time_matmul(tf, a_shape, b_shape, dtype, transpose_a, transpose_b, repeats, trials))
+        rate = flops * repeats / best
+        out.append({"op": op_type, "a_shape": list(a_shape), "b_shape": list(b_shape), "transpose_a": transpose_a,
+                    "transpose_b": transpose_b, "count": count, "flops": flops, "flops_per_second": rate})
+        total += count * flops
+        seconds += count * flops / rate
+    return {"matmuls": out, "flops": total, "seconds": seconds}
 
 
 # ---------------------------------------------------------------------------

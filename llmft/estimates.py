@@ -211,6 +211,17 @@ def count_train_step_flops(model, batch_size, context_length=None) -> int:
     Example:
         >>> count_train_step_flops(gpt_model, 4)  # doctest: +SKIP
     """
+    return count_matmul_flops(train_step_graph(model, batch_size, context_length))
+
+
+def train_step_graph(model, batch_size, context_length=None):
+    """The ``tf.Graph`` of one training step of ``model``, traced, not run (TensorFlow backend).
+
+    Forward pass, cross-entropy, gradients of every trainable weight and an
+    AdamW update on a (batch_size, context_length) batch; arguments as in
+    :func:`count_train_step_flops`, which counts its matmul FLOPs.
+    :func:`llmft.bench.step_matmuls` times each of its matmuls on its own.
+    """
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -231,7 +242,7 @@ def count_train_step_flops(model, batch_size, context_length=None) -> int:
         return loss
 
     spec = tf.TensorSpec((batch_size, context_length), tf.int32)
-    return count_matmul_flops(step.get_concrete_function(spec, spec).graph)
+    return step.get_concrete_function(spec, spec).graph
 
 
 # ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from llmft import bench, estimates
+from llmft import bench, estimates, gpt
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(vocab_size=40, context_length=16, num_layers=1, num_heads=2, hidden_dim=16)
@@ -163,6 +163,11 @@ def _check_shape(payload):
     assert train["speedup_vs_keras_hub"] == pytest.approx(base["tokens_per_second"] / hub["tokens_per_second"])
     assert train["flops_per_token"]["train"] == base["flops_per_token"]
     assert base["flops_per_token"] == estimates.gpt_flops_per_token(train["config"])["train"]
+    # the matmuls timed alone are those of one step of the same config and batch
+    alone = train.get("matmuls_only")  # written by make bench since bench.step_matmuls
+    if alone is not None:
+        assert alone["flops"] == base["flops_per_token"] * alone["batch_size"] * base["context_length"]
+        assert alone["share_of_step_no_jit"] == pytest.approx(alone["seconds"] / base["seconds_per_step"])
     gen = payload["generate"]
     assert gen["kv_cache_speedup"] == pytest.approx(
         gen["with_cache"]["tokens_per_second"] / gen["without_cache"]["tokens_per_second"])
@@ -178,3 +183,29 @@ def test_the_committed_bench_json_has_the_documented_shape():
     assert 4e6 < payload["train"]["runs"][0]["params"] < 7e6  # the ~5M config
     assert payload["generate"]["new_tokens"] == 256
     _check_shape(payload)
+
+
+# --- matmuls of a training step ------------------------------------------------------
+
+
+def test_step_matmuls_cover_every_matmul_flop_of_the_step():
+    model = gpt.GPT(**TINY)
+    model.build((None, TINY["context_length"]))
+    out = bench.step_matmuls(model, 2, trials=1, flops_per_call=1e6)
+    # the rows add up to what estimates counts in the same traced step
+    assert out["flops"] == estimates.count_train_step_flops(model, 2)
+    assert out["flops"] == sum(r["count"] * r["flops"] for r in out["matmuls"])
+    # forward, input gradient and weight gradient of the output layer (tied: V x C)
+    V, C = TINY["vocab_size"], TINY["hidden_dim"]
+    logits = [r for r in out["matmuls"] if r["flops"] == 2 * 2 * 16 * V * C]
+    assert len(logits) == 3
+    assert out["seconds"] == pytest.approx(sum(r["count"] * r["flops"] / r["flops_per_second"] for r in out["matmuls"]))
+    assert all(r["flops_per_second"] > 0 for r in out["matmuls"])
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(batch_size=0), "batch_size"), (dict(trials=True), "trials"),
+                                          (dict(flops_per_call=0), "flops_per_call")])
+def test_step_matmuls_rejects_bad_arguments(kwargs, name):
+    model = gpt.GPT(**TINY)
+    with pytest.raises(ValueError, match=name):
+        bench.step_matmuls(model, **{"batch_size": 2, **kwargs})

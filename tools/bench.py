@@ -189,6 +189,19 @@ def main(argv=None):
         "bf16_speedup": bench.ratio(bf16["tokens_per_second"], base["tokens_per_second"]),
         "speedup_vs_keras_hub": bench.ratio(base["tokens_per_second"], hub["tokens_per_second"]),
     }
+    # Each matmul of the ~5M config's step timed alone: the step time if it
+    # were nothing but matmuls, against the measured step (no XLA).
+    model5m = gpt.GPT(**config)
+    model5m.build((None, config["context_length"]))
+    matmuls = bench.step_matmuls(model5m, size["batch"])
+    log(f"matmuls of one step alone: {matmuls['seconds']:.3f} s ({matmuls['flops'] / matmuls['seconds'] / 1e9:.1f} GFLOP/s)"
+        f" against {base['seconds_per_step']:.3f} s for the whole step")
+    out["train"]["matmuls_only"] = {
+        **matmuls, "batch_size": size["batch"],
+        "note": "every MatMul/BatchMatMul of one training step timed alone at its shape (bench.step_matmuls)",
+        "fraction_of_fp32_peak": matmuls["flops"] / matmuls["seconds"] / fp32_peak,
+        "share_of_step_no_jit": matmuls["seconds"] / base["seconds_per_step"],
+    }
     # The same ratios from CPU seconds per step (all threads of this process):
     # time spent waiting for a core that another process holds does not count.
     cpu_ratio = lambda a, b: bench.ratio(b["cpu_seconds_per_step"], a["cpu_seconds_per_step"])
