@@ -106,7 +106,7 @@ def matmul_peak(dtype="float32", *, size=1024, repeats=10, trials=3) -> dict:
 
 
 def _time_matmul(tf, a_shape, b_shape, dtype, transpose_a, transpose_b, repeats, trials):
-    """Seconds of ``repeats`` products ``a @ b`` (batched when 3-D) in one compiled loop, per trial."""
+    """Seconds of ``repeats`` products ``a @ b`` (batched over leading axes) in one compiled loop, per trial."""
     rng = np.random.default_rng(0)
     a = tf.cast(rng.standard_normal(a_shape, dtype=np.float32), dtype)
     b = tf.cast(rng.standard_normal(b_shape, dtype=np.float32), dtype)
