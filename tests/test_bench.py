@@ -140,7 +140,7 @@ def test_make_test_seconds_from_argument_or_readme():
 
 REQUIRED = {
     "train": ["fraction_of_fp32_peak", "bf16_speedup", "speedup_vs_keras_hub", "jit_speedup", "runs",
-              "flops_per_token"],
+              "flops_per_token", "matmuls_only"],
     "generate": ["kv_cache_speedup", "with_cache", "without_cache", "identical_tokens"],
     "suite": ["make_test_seconds", "make_test_source", "cpu_chapter_seconds"],
     "peak": ["float32_flops_per_second", "bfloat16_flops_per_second"],
@@ -164,10 +164,13 @@ def _check_shape(payload):
     assert train["flops_per_token"]["train"] == base["flops_per_token"]
     assert base["flops_per_token"] == estimates.gpt_flops_per_token(train["config"])["train"]
     # the matmuls timed alone are those of one step of the same config and batch
-    alone = train.get("matmuls_only")  # written by make bench since bench.step_matmuls
-    if alone is not None:
-        assert alone["flops"] == base["flops_per_token"] * alone["batch_size"] * base["context_length"]
-        assert alone["share_of_step_no_jit"] == pytest.approx(alone["seconds"] / base["seconds_per_step"])
+    alone = train["matmuls_only"]
+    assert alone["flops"] == base["flops_per_token"] * alone["batch_size"] * base["context_length"]
+    assert alone["flops"] == sum(r["count"] * r["flops"] for r in alone["matmuls"])
+    assert alone["share_of_step_no_jit"] == pytest.approx(alone["seconds"] / base["seconds_per_step"])
+    # the page's decomposition: utilisation = matmul speed x matmul share of the step
+    assert alone["fraction_of_fp32_peak"] * alone["share_of_step_no_jit"] == pytest.approx(
+        train["fraction_of_fp32_peak_no_jit"])
     gen = payload["generate"]
     assert gen["kv_cache_speedup"] == pytest.approx(
         gen["with_cache"]["tokens_per_second"] / gen["without_cache"]["tokens_per_second"])
