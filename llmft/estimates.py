@@ -169,31 +169,49 @@ def gpt_flops_per_token(config, *, context_length=None) -> dict:
     return out
 
 
-def count_matmul_flops(graph) -> int:
-    """FLOPs of every matrix multiplication in a TensorFlow graph (2 per multiply-add).
+def matmul_ops(graph) -> list:
+    """Every matrix multiplication in a TensorFlow graph, with its FLOPs (2 per multiply-add).
 
     Reads the op types and static shapes of ``MatMul`` and ``BatchMatMul*``
     ops, including their transpose/adjoint flags: what TensorFlow will run,
-    not what a formula says it should.
+    not what a formula says it should. An op's FLOPs are
+    2 x (output elements) x (summed length), the summed length being A's
+    last axis, or its second-to-last when A is transposed.
 
     Args:
         graph: a ``tf.Graph`` (e.g. ``concrete_function.graph``) whose matmul
             shapes are fully known.
+
+    Returns:
+        one dict per op, in graph order: ``name``, ``op`` (its type),
+        ``a_shape``, ``b_shape``, ``transpose_a``, ``transpose_b``, ``dtype``
+        and ``flops``.
     """
     if not hasattr(graph, "get_operations"):
         raise ValueError(f"graph must be a tf.Graph; got {graph!r:.80}")
-    total = 0
+    rows = []
     for op in graph.get_operations():
         if op.type not in _MATMUL_OPS:
             continue
-        a_shape = op.inputs[0].shape
-        out_shape = op.outputs[0].shape
-        if not (a_shape.is_fully_defined() and out_shape.is_fully_defined()):
-            raise ValueError(f"graph has a matmul with unknown shape: {op.name} {a_shape} -> {out_shape}")
-        flag = "transpose_a" if op.type == "MatMul" else "adj_x"
-        k = a_shape[-2] if op.get_attr(flag) else a_shape[-1]
-        total += 2 * int(k) * int(np.prod(out_shape.as_list()))
-    return total
+        a, b, out = op.inputs[0].shape, op.inputs[1].shape, op.outputs[0].shape
+        if not all(s.is_fully_defined() for s in (a, b, out)):
+            raise ValueError(f"graph has a matmul with unknown shape: {op.name} {a} x {b} -> {out}")
+        flags = ("transpose_a", "transpose_b") if op.type == "MatMul" else ("adj_x", "adj_y")
+        transpose_a, transpose_b = (bool(op.get_attr(f)) for f in flags)
+        summed = a[-2] if transpose_a else a[-1]
+        rows.append({"name": op.name, "op": op.type, "a_shape": a.as_list(), "b_shape": b.as_list(),
+                     "transpose_a": transpose_a, "transpose_b": transpose_b, "dtype": op.inputs[0].dtype.name,
+                     "flops": 2 * int(summed) * int(np.prod(out.as_list()))})
+    return rows
+
+
+def count_matmul_flops(graph) -> int:
+    """FLOPs of every matrix multiplication in a TensorFlow graph: the sum over :func:`matmul_ops`.
+
+    Args:
+        graph: a ``tf.Graph`` whose matmul shapes are fully known.
+    """
+    return sum(row["flops"] for row in matmul_ops(graph))
 
 
 def count_train_step_flops(model, batch_size, context_length=None) -> int:

@@ -86,6 +86,19 @@ def test_count_matmul_flops_reads_transposes():
     graph = f.get_concrete_function(spec, tf.TensorSpec((5, 7), tf.float32)).graph
     # (3, 5) @ (5, 7): 3 * 7 outputs, 5 multiply-adds each, twice.
     assert estimates.count_matmul_flops(graph) == 2 * (2 * 5 * 3 * 7)
+    rows = estimates.matmul_ops(graph)
+    assert [(r["op"], r["a_shape"], r["b_shape"], r["transpose_a"], r["transpose_b"]) for r in rows] == [
+        ("MatMul", [5, 3], [5, 7], True, False), ("BatchMatMulV2", [1, 5, 3], [1, 5, 7], True, False)]
+    assert [r["flops"] for r in rows] == [2 * 5 * 3 * 7] * 2 and {r["dtype"] for r in rows} == {"float32"}
+
+
+def test_matmul_ops_refuse_unknown_shapes():
+    import tensorflow as tf
+
+    graph = tf.function(tf.matmul).get_concrete_function(
+        tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((3, 2), tf.float32)).graph
+    with pytest.raises(ValueError, match="unknown shape"):
+        estimates.matmul_ops(graph)
 
 
 @pytest.mark.parametrize("bad", [dict(TINY, hidden_dim=0), {"vocab_size": 5}, "tiny"])
