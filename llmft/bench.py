@@ -11,7 +11,8 @@ What ``make bench`` (``tools/bench.py``) measures and the appendix page
    backward, AdamW) and the achieved FLOP/s, from the matmul FLOPs per token
    that :func:`llmft.estimates.gpt_flops_per_token` counts; for the book's
    GPT and, as a peer, the same configuration built with KerasHub's
-   ``GPT2Backbone`` (:func:`keras_hub_gpt`);
+   ``GPT2Backbone`` (:func:`keras_hub_gpt`); optionally with TensorFlow's
+   op determinism on, as the chapters train (in a fresh process);
 3. ``generation_speed``: new tokens/s of :func:`llmft.sampling.generate`
    with and without the KV cache;
 4. ``peak_rss``: the peak resident memory of a training or fine-tuning run,
@@ -163,17 +164,10 @@ def step_matmuls(model, batch_size, *, trials=3, flops_per_call=2e9) -> dict:
     if isinstance(flops_per_call, bool) or not isinstance(flops_per_call, (int, float)) or not flops_per_call > 0:
         raise ValueError(f"flops_per_call must be a positive number; got {flops_per_call!r}")
     tf = _require_tensorflow("step_matmuls")
-    graph = estimates.train_step_graph(model, batch_size)
     rows = {}
-    for op in graph.get_operations():
-        if op.type not in estimates._MATMUL_OPS:
-            continue
-        flags = ("transpose_a", "transpose_b") if op.type == "MatMul" else ("adj_x", "adj_y")
-        a_shape, b_shape, out_shape = (tuple(int(d) for d in t.shape) for t in (*op.inputs[:2], op.outputs[0]))
-        transpose_a, transpose_b = (bool(op.get_attr(f)) for f in flags)
-        # 2 x (output elements) x (summed length), as estimates.count_matmul_flops counts
-        flops = 2 * (a_shape[-2] if transpose_a else a_shape[-1]) * int(np.prod(out_shape))
-        key = (op.type, a_shape, b_shape, transpose_a, transpose_b, op.inputs[0].dtype.name, flops)
+    for op in estimates.matmul_ops(estimates.train_step_graph(model, batch_size)):
+        key = (op["op"], tuple(op["a_shape"]), tuple(op["b_shape"]), op["transpose_a"], op["transpose_b"],
+               op["dtype"], op["flops"])
         rows[key] = rows.get(key, 0) + 1
     out, total, seconds = [], 0, 0.0
     for (op_type, a_shape, b_shape, transpose_a, transpose_b, dtype, flops), count in rows.items():
@@ -243,7 +237,7 @@ class _StepClock(keras.callbacks.Callback):
 
 
 def train_throughput(config, ids, *, batch_size=32, steps=10, warmup_steps=3, jit_compile=False,
-                     policy="float32", builder="llmft", seed=0) -> dict:
+                     policy="float32", builder="llmft", seed=0, deterministic=False, timeout=600) -> dict:
     """Tokens/s and FLOP/s of training steps of a GPT ``config`` on the token stream ``ids``.
 
     The model is trained as :func:`llmft.train.pretrain` trains it (same
@@ -263,9 +257,15 @@ def train_throughput(config, ids, *, batch_size=32, steps=10, warmup_steps=3, ji
         builder: ``"llmft"`` (:class:`llmft.gpt.GPT`) or ``"keras_hub"``
             (:func:`keras_hub_gpt`).
         seed: seed of the initial weights and of the windows.
+        deterministic: measure with TensorFlow's op determinism on, as the
+            chapters train (:func:`llmft.env.set_seed`). TensorFlow offers no
+            public way to turn it off again, so this run happens in a fresh
+            Python process (``timeout`` seconds at most) and leaves this one
+            as it was.
+        timeout: seconds allowed for that process.
 
     Returns:
-        dict with the settings, ``params``, ``flops_per_token`` (training,
+        dict with the settings (``deterministic`` among them), ``params``, ``flops_per_token`` (training,
         3 x forward, from :func:`llmft.estimates.gpt_flops_per_token`),
         ``seconds_per_step``, ``cpu_seconds_per_step`` (CPU time of this
         process, all threads: less disturbed by other work on a shared
@@ -281,8 +281,34 @@ def train_throughput(config, ids, *, batch_size=32, steps=10, warmup_steps=3, ji
         ("batch_size", batch_size), ("steps", steps), ("warmup_steps", warmup_steps)))
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict of GPT keyword arguments; got {config!r:.80}")
+    if not isinstance(deterministic, bool):
+        raise ValueError(f"deterministic must be True or False; got {deterministic!r}")
     _require_tensorflow("train_throughput")
+    options = {"config": config, "batch_size": batch_size, "steps": steps, "warmup_steps": warmup_steps,
+               "jit_compile": jit_compile, "policy": policy, "builder": builder, "seed": seed}
+    if deterministic:
+        payload = json.dumps({**options, "ids": np.asarray(ids).astype(int).tolist()})
+        code = "from llmft import bench; bench._deterministic_throughput_main()"
+        proc = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, text=True,
+                              timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"train_throughput(deterministic=True) failed:\n{proc.stderr[-2000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
     keras.utils.set_random_seed(seed)
+    return {**_measure_throughput(ids=ids, **options), "deterministic": False}
+
+
+def _deterministic_throughput_main():
+    """Body of the fresh process of ``train_throughput(deterministic=True)``: options on stdin, JSON out."""
+    from llmft import env
+
+    options = json.loads(sys.stdin.read())
+    env.set_seed(options["seed"], deterministic=True)
+    out = _measure_throughput(**options)
+    print(json.dumps({**out, "deterministic": True}))
+
+
+def _measure_throughput(config, ids, batch_size, steps, warmup_steps, jit_compile, policy, builder, seed):
     with dtype_policy(policy):
         model = _build_model(builder, config)
         context = int(config["context_length"])

@@ -51,6 +51,19 @@ def test_train_throughput_uses_the_stated_flop_count():
     assert np.isfinite(out["final_loss"]) and out["cpu_seconds_per_step"] >= 0
 
 
+def test_deterministic_throughput_runs_in_a_fresh_process_and_repeats_exactly():
+    from tensorflow.python.framework import config as tf_config  # no public getter
+
+    before = tf_config.is_op_determinism_enabled()
+    runs = [bench.train_throughput(TINY, IDS, batch_size=2, steps=2, warmup_steps=1, deterministic=True)
+            for _ in range(2)]
+    assert all(r["deterministic"] for r in runs)
+    assert runs[0]["final_loss"] == runs[1]["final_loss"]  # op determinism: the same numbers twice
+    assert runs[0]["flops_per_token"] == estimates.gpt_flops_per_token(TINY)["train"]
+    assert tf_config.is_op_determinism_enabled() == before  # this process is left as it was
+    assert bench.train_throughput(TINY, IDS, batch_size=2, steps=1, warmup_steps=1)["deterministic"] is False
+
+
 def test_keras_hub_peer_has_the_same_size_and_flop_count():
     model = bench.keras_hub_gpt(TINY)
     logits = model(IDS[None, :16])
@@ -67,7 +80,7 @@ def test_keras_hub_peer_has_the_same_size_and_flop_count():
 
 
 @pytest.mark.parametrize("kwargs", [dict(builder="torch"), dict(policy="float16"), dict(jit_compile="auto"),
-                                    dict(batch_size=0), dict(steps=1.5), dict(warmup_steps=0)])
+                                    dict(batch_size=0), dict(steps=1.5), dict(warmup_steps=0), dict(deterministic="yes")])
 def test_train_throughput_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         bench.train_throughput(TINY, IDS, **kwargs)
@@ -140,7 +153,7 @@ def test_make_test_seconds_from_argument_or_readme():
 
 REQUIRED = {
     "train": ["fraction_of_fp32_peak", "bf16_speedup", "speedup_vs_keras_hub", "jit_speedup", "runs",
-              "flops_per_token", "matmuls_only"],
+              "flops_per_token", "matmuls_only", "determinism_slowdown"],
     "generate": ["kv_cache_speedup", "with_cache", "without_cache", "identical_tokens"],
     "suite": ["make_test_seconds", "make_test_source", "cpu_chapter_seconds"],
     "peak": ["float32_flops_per_second", "bfloat16_flops_per_second"],
@@ -155,13 +168,17 @@ def _check_shape(payload):
     assert len(payload["loadavg_start"]) == 3 and len(payload["loadavg_end"]) == 3
     assert payload["machine"]["cpu_model"] and payload["date"]
     train = payload["train"]
-    base = next(r for r in train["runs"] if (r["config"], r["builder"], r["policy"], r["jit_compile"])
-                == ("gpt5m", "llmft", "float32", False))
+    base = next(r for r in train["runs"] if (r["config"], r["builder"], r["policy"], r["jit_compile"], r["deterministic"])
+                == ("gpt5m", "llmft", "float32", False, False))
     hub = next(r for r in train["runs"] if (r["config"], r["builder"], r["policy"], r["jit_compile"])
                == ("gpt5m", "keras_hub", "float32", False))
     # the summaries are the ratios of the raw numbers stored next to them
     assert train["speedup_vs_keras_hub"] == pytest.approx(base["tokens_per_second"] / hub["tokens_per_second"])
     assert train["flops_per_token"]["train"] == base["flops_per_token"]
+    determined = next(r for r in train["runs"] if r["deterministic"])
+    assert (determined["config"], determined["builder"], determined["policy"], determined["jit_compile"]) == (
+        "gpt5m", "llmft", "float32", False)  # differs from base in the determinism only
+    assert train["determinism_slowdown"] == pytest.approx(base["tokens_per_second"] / determined["tokens_per_second"])
     assert base["flops_per_token"] == estimates.gpt_flops_per_token(train["config"])["train"]
     # the matmuls timed alone are those of one step of the same config and batch
     alone = train["matmuls_only"]

@@ -135,14 +135,17 @@ def main(argv=None):
     small = dict(gpt.PRESETS["small"], vocab_size=vocab, dropout=0.0)
     if args.quick:
         small = dict(small, num_layers=1, hidden_dim=32, num_heads=2)
-    # Five variants keep the run near 10 minutes on 2 busy cores; each ratio
-    # below compares two of them that differ in one setting only.
+    # Six variants keep the run near 10 minutes on 2 busy cores; each ratio
+    # below compares two of them that differ in one setting only. The last
+    # turns on TensorFlow's op determinism, as the chapters train
+    # (env.set_seed), in a fresh process.
     variants = [
-        ("gpt5m", config, "llmft", "float32", False),
-        ("gpt5m", config, "llmft", "float32", True),
-        ("gpt5m", config, "keras_hub", "float32", False),
-        ("gpt5m", config, "llmft", "mixed_bfloat16", False),
-        ("small", small, "llmft", "float32", False),
+        ("gpt5m", config, "llmft", "float32", False, False),
+        ("gpt5m", config, "llmft", "float32", True, False),
+        ("gpt5m", config, "keras_hub", "float32", False, False),
+        ("gpt5m", config, "llmft", "mixed_bfloat16", False, False),
+        ("small", small, "llmft", "float32", False, False),
+        ("gpt5m", config, "llmft", "float32", False, True),
     ]
     peaks = {"float32": [], "bfloat16": []}
     runs = []
@@ -151,21 +154,21 @@ def main(argv=None):
         for dtype in peaks:
             peaks[dtype].append(bench.matmul_peak(dtype, size=size["peak_size"], repeats=5, trials=3))
 
-    for name, cfg, builder, policy, jit in variants:
+    for name, cfg, builder, policy, jit, deterministic in variants:
         measure_peaks()
         steps = size["small_steps"] if name == "small" else size["steps"]
         run = bench.train_throughput(cfg, ids, batch_size=size["batch"], steps=steps, warmup_steps=size["warmup"],
-                                     jit_compile=jit, policy=policy, builder=builder)
+                                     jit_compile=jit, policy=policy, builder=builder, deterministic=deterministic)
         run["config"] = name
         run["fp32_peak_before"] = peaks["float32"][-1]["flops_per_second"]
         runs.append(run)
-        log(f"train {name} {builder} {policy} jit={jit}: {run['tokens_per_second']:.0f} tokens/s, "
+        log(f"train {name} {builder} {policy} jit={jit} deterministic={deterministic}: {run['tokens_per_second']:.0f} tokens/s, "
             f"{run['flops_per_second'] / 1e9:.1f} GFLOP/s (peak before {run['fp32_peak_before'] / 1e9:.1f})")
     measure_peaks()
 
-    def find(name, builder, policy, jit):
-        return next(r for r in runs if (r["config"], r["builder"], r["policy"], r["jit_compile"])
-                    == (name, builder, policy, jit))
+    def find(name, builder, policy, jit, deterministic=False):
+        return next(r for r in runs if (r["config"], r["builder"], r["policy"], r["jit_compile"], r["deterministic"])
+                    == (name, builder, policy, jit, deterministic))
 
     fp32_peak = max(p["flops_per_second"] for p in peaks["float32"])
     bf16_peak = max(p["flops_per_second"] for p in peaks["bfloat16"])
@@ -174,6 +177,7 @@ def main(argv=None):
     best_fp32 = max(base, jitted, key=lambda r: r["tokens_per_second"])
     bf16 = find("gpt5m", "llmft", "mixed_bfloat16", False)
     hub = find("gpt5m", "keras_hub", "float32", False)
+    determined = find("gpt5m", "llmft", "float32", False, deterministic=True)
     out["peak"] = {"float32": peaks["float32"], "bfloat16": peaks["bfloat16"],
                    "float32_flops_per_second": fp32_peak, "bfloat16_flops_per_second": bf16_peak,
                    "bf16_over_fp32": bench.ratio(bf16_peak, fp32_peak)}
@@ -188,6 +192,8 @@ def main(argv=None):
         "jit_speedup": bench.ratio(jitted["tokens_per_second"], base["tokens_per_second"]),
         "bf16_speedup": bench.ratio(bf16["tokens_per_second"], base["tokens_per_second"]),
         "speedup_vs_keras_hub": bench.ratio(base["tokens_per_second"], hub["tokens_per_second"]),
+        # > 1: the chapters' deterministic training is that many times slower
+        "determinism_slowdown": bench.ratio(base["tokens_per_second"], determined["tokens_per_second"]),
     }
     # Each matmul of the ~5M config's step timed alone: the step time if it
     # were nothing but matmuls, against the measured step (no XLA).
@@ -210,6 +216,7 @@ def main(argv=None):
         "jit_speedup": cpu_ratio(jitted, base),
         "bf16_speedup": cpu_ratio(bf16, base),
         "speedup_vs_keras_hub": cpu_ratio(base, hub),
+        "determinism_slowdown": cpu_ratio(base, determined),
     }
 
     # 2) generation with and without the KV cache
