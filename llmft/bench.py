@@ -265,8 +265,8 @@ def train_throughput(config, ids, *, batch_size=32, steps=10, warmup_steps=3, ji
         timeout: seconds allowed for that process.
 
     Returns:
-        dict with the settings (``deterministic`` among them), ``params``, ``flops_per_token`` (training,
-        3 x forward, from :func:`llmft.estimates.gpt_flops_per_token`),
+        dict with the settings (``deterministic`` among them), ``params``,
+        ``flops_per_token`` (training, 3 x forward, from :func:`llmft.estimates.gpt_flops_per_token`),
         ``seconds_per_step``, ``cpu_seconds_per_step`` (CPU time of this
         process, all threads: less disturbed by other work on a shared
         machine than the wall time), ``tokens_per_second``, ``flops_per_second``,
@@ -277,8 +277,8 @@ def train_throughput(config, ids, *, batch_size=32, steps=10, warmup_steps=3, ji
     _check_choice("policy", policy, DTYPE_POLICIES)
     if not isinstance(jit_compile, bool):
         raise ValueError(f"jit_compile must be True or False; got {jit_compile!r}")
-    batch_size, steps, warmup_steps = (check_int(n, v) for n, v in (
-        ("batch_size", batch_size), ("steps", steps), ("warmup_steps", warmup_steps)))
+    batch_size, steps, warmup_steps, timeout = (check_int(n, v) for n, v in (
+        ("batch_size", batch_size), ("steps", steps), ("warmup_steps", warmup_steps), ("timeout", timeout)))
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict of GPT keyword arguments; got {config!r:.80}")
     if not isinstance(deterministic, bool):

@@ -80,7 +80,8 @@ def test_keras_hub_peer_has_the_same_size_and_flop_count():
 
 
 @pytest.mark.parametrize("kwargs", [dict(builder="torch"), dict(policy="float16"), dict(jit_compile="auto"),
-                                    dict(batch_size=0), dict(steps=1.5), dict(warmup_steps=0), dict(deterministic="yes")])
+                                    dict(batch_size=0), dict(steps=1.5), dict(warmup_steps=0),
+                                    dict(deterministic="yes"), dict(timeout=0)])
 def test_train_throughput_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         bench.train_throughput(TINY, IDS, **kwargs)
@@ -168,8 +169,8 @@ def _check_shape(payload):
     assert len(payload["loadavg_start"]) == 3 and len(payload["loadavg_end"]) == 3
     assert payload["machine"]["cpu_model"] and payload["date"]
     train = payload["train"]
-    base = next(r for r in train["runs"] if (r["config"], r["builder"], r["policy"], r["jit_compile"], r["deterministic"])
-                == ("gpt5m", "llmft", "float32", False, False))
+    key = lambda r: (r["config"], r["builder"], r["policy"], r["jit_compile"], r["deterministic"])
+    base = next(r for r in train["runs"] if key(r) == ("gpt5m", "llmft", "float32", False, False))
     hub = next(r for r in train["runs"] if (r["config"], r["builder"], r["policy"], r["jit_compile"])
                == ("gpt5m", "keras_hub", "float32", False))
     # the summaries are the ratios of the raw numbers stored next to them

@@ -162,8 +162,8 @@ def main(argv=None):
         run["config"] = name
         run["fp32_peak_before"] = peaks["float32"][-1]["flops_per_second"]
         runs.append(run)
-        log(f"train {name} {builder} {policy} jit={jit} deterministic={deterministic}: {run['tokens_per_second']:.0f} tokens/s, "
-            f"{run['flops_per_second'] / 1e9:.1f} GFLOP/s (peak before {run['fp32_peak_before'] / 1e9:.1f})")
+        log(f"train {name} {builder} {policy} jit={jit} deterministic={deterministic}: "
+            f"{run['tokens_per_second']:.0f} tokens/s, {run['flops_per_second'] / 1e9:.1f} GFLOP/s (peak before {run['fp32_peak_before'] / 1e9:.1f})")
     measure_peaks()
 
     def find(name, builder, policy, jit, deterministic=False):
