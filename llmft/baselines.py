@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from llmft import metrics
+
 # Grids: a factor of about 3 between neighbours. TF-IDF features are sparse
 # and many, so it wants weaker regularisation than a probe's 128 dense features.
 TFIDF_CS = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -95,10 +97,6 @@ def _logreg(C, max_iter):
     return LogisticRegression(C=C, max_iter=max_iter)
 
 
-def _accuracy(model, inputs, labels) -> float:
-    return float(np.mean(np.asarray(model.predict(inputs)) == labels))
-
-
 def tfidf_logreg(train_texts, train_labels, val_texts, val_labels, *, Cs=TFIDF_CS, ngram_range=(1, 3),
                  max_iter=3000) -> Selection:
     """TF-IDF of character n-grams + logistic regression, ``C`` chosen on validation accuracy.
@@ -142,7 +140,7 @@ def tfidf_logreg(train_texts, train_labels, val_texts, val_labels, *, Cs=TFIDF_C
     vectorizer = TfidfVectorizer(analyzer="char", ngram_range=ngram_range, sublinear_tf=True).fit(train_texts)
     x_train, x_val = vectorizer.transform(train_texts), vectorizer.transform(val_texts)
     fitted = {C: _logreg(C, max_iter).fit(x_train, y_train) for C in Cs}
-    scores = {C: _accuracy(model, x_val, y_val) for C, model in fitted.items()}
+    scores = {C: metrics.accuracy(y_val, model.predict(x_val)) for C, model in fitted.items()}
     C = _best(scores)
     pipeline = Pipeline([("tfidf", vectorizer), ("logreg", fitted[C])])
     return Selection(pipeline, {"C": C}, scores[C], scores)
@@ -196,16 +194,13 @@ def linear_probe(train_features, train_labels, val_features, val_labels, *, Cs=P
         if train[pool].shape[1] != val[pool].shape[1]:
             raise ValueError(f"train_features and val_features must have the same width; got {train[pool].shape[1]} "
                              f"and {val[pool].shape[1]} (pooling {pool!r})")
-    first = next(iter(train))
-    y_train = _check_labels("train_labels", train_labels, len(train[first]), "train_features")
-    y_val = _check_labels("val_labels", val_labels, len(val[first]), "val_features")
     for pool in train:
-        _check_labels("train_labels", y_train, len(train[pool]), f"train_features[{pool!r}]")
-        _check_labels("val_labels", y_val, len(val[pool]), f"val_features[{pool!r}]")
+        y_train = _check_labels("train_labels", train_labels, len(train[pool]), "train_features")
+        y_val = _check_labels("val_labels", val_labels, len(val[pool]), "val_features")
     _check_train_labels(y_train)
 
     fitted = {(pool, C): _logreg(C, max_iter).fit(train[pool], y_train) for pool in train for C in Cs}
-    scores = {key: _accuracy(model, val[key[0]], y_val) for key, model in fitted.items()}
+    scores = {key: metrics.accuracy(y_val, model.predict(val[key[0]])) for key, model in fitted.items()}
     pool, C = _best(scores)
     if pool is None:
         return Selection(fitted[pool, C], {"C": C}, scores[pool, C], {c: a for (_, c), a in scores.items()})
