@@ -12,14 +12,11 @@ percentage points, which would match some output by chance.
 
 import json
 import re
-from pathlib import Path
 
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHAPTERS = sorted(p for p in (ROOT / "chapters").glob("*.ipynb") if not p.name.startswith("."))
-IDS = [p.stem for p in CHAPTERS]
+from test_notebooks import CHAPTERS, IDS, ROOT
 
 QUOTED = re.compile(r"(?<![\d.])\d+\.\d{3,}(?![\d.])")
 ANY_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -33,9 +30,9 @@ def prose(nb) -> list[tuple[int, str]]:
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "markdown":
             continue
-        text, _, rest = cell.source.partition("## 练习")
+        text, heading, _ = cell.source.partition("## 练习")
         cells.append((i, MATH.sub(" ", text)))
-        if rest or cell.source.startswith("## 练习"):
+        if heading:
             break
     return cells
 
