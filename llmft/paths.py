@@ -32,6 +32,18 @@ def results_dir() -> Path:
     return path
 
 
+def chapter_notebooks(root: str | os.PathLike = REPO_ROOT) -> list[Path]:
+    """The chapter notebooks in ``root/chapters``, sorted by file name.
+
+    Hidden files are skipped: ``tools/execute.py`` runs a chapter into a
+    temporary ``.<name>.<random>.ipynb`` beside it, which is not a chapter.
+    """
+    folder = Path(root) / "chapters"
+    if not folder.is_dir():
+        raise ValueError(f"root must contain a chapters/ folder; got root={str(root)!r}")
+    return sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+
+
 def _give_umask_mode(path):
     # mkstemp creates 0600 files; give the result the usual umask-based mode.
     umask = os.umask(0)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from llmft import paths
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The `html` fixture (the book built once per session) is in tests/conftest.py.
@@ -95,7 +97,7 @@ def test_every_figure_has_a_caption_and_a_label(html):
 
     built = set(re.findall(r"file:\s*chapters/(\S+)", (ROOT / "_toc.yml").read_text(encoding="utf-8")))
     names = []
-    for path in sorted((ROOT / "chapters").glob("*.ipynb")):
+    for path in paths.chapter_notebooks(ROOT):
         figures = []
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
             if cell["cell_type"] != "code" or not any("image/png" in o.get("data", {}) for o in cell["outputs"]):

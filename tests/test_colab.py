@@ -9,10 +9,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llmft import colab
+from llmft import colab, paths
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+CHAPTERS = paths.chapter_notebooks(ROOT)
 
 
 def _tool():
@@ -84,8 +84,6 @@ def test_setup_in_colab_keeps_caches_on_drive_only_when_asked(fake_colab, monkey
     assert mounted == [str(fake_colab / "drive")]
     home = Path(settings["llmft_home"])
     assert home == fake_colab / "drive" / colab.DRIVE_FOLDER and home.is_dir()
-    from llmft import paths
-
     assert paths.llmft_home() == home  # caches and checkpoints now live on Drive
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from llmft import paths
+
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTERS = sorted(p for p in (ROOT / "chapters").glob("*.ipynb") if not p.name.startswith("."))  # not tools/execute.py's temp copies
+CHAPTERS = paths.chapter_notebooks(ROOT)
 IDS = [p.stem for p in CHAPTERS]
 
 
@@ -92,3 +94,14 @@ def test_stated_cpu_run_time_matches_the_committed_run(path):
     assert stated is not None, "the chapter does not state its cpu run time at the top"
     measured = nb.metadata["papermill"]["duration"]
     assert abs(stated - measured) <= 60 or 0.5 <= stated / measured <= 2, (stated, measured)
+
+
+def test_chapter_notebooks_skip_the_temporary_copies_of_a_run(tmp_path):
+    # tools/execute.py runs a chapter into ".<name>.<random>.ipynb" beside it;
+    # tests, tools/bench.py and the book must not take that for a chapter.
+    (tmp_path / "chapters").mkdir()
+    for name in ("02_b.ipynb", "01_a.ipynb", ".01_a.x7k2.ipynb", "notes.md"):
+        (tmp_path / "chapters" / name).write_text("{}", encoding="utf-8")
+    assert [p.name for p in paths.chapter_notebooks(tmp_path)] == ["01_a.ipynb", "02_b.ipynb"]
+    with pytest.raises(ValueError, match="root must contain a chapters/ folder"):
+        paths.chapter_notebooks(tmp_path / "missing")

@@ -76,7 +76,7 @@ def smoke_run(out):
         os.environ.update(LLMFT_PROFILE="smoke", LLMFT_RESULTS_DIR=str(Path(tmp) / "results"),
                           LLMFT_HOME=str(Path(tmp) / "home"))
         os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-        for notebook in sorted((ROOT / "chapters").glob("*.ipynb")):
+        for notebook in paths.chapter_notebooks(ROOT):
             start = time.perf_counter()
             papermill.execute_notebook(str(notebook), str(Path(tmp) / notebook.name), kernel_name="python3",
                                        cwd=str(notebook.parent), progress_bar=False)
@@ -253,7 +253,7 @@ def main(argv=None):
                                                               max(memory["finetune_full"]["above_idle_bytes"], 1))}
 
     # 4) the test suite and the chapters
-    cpu = bench.notebook_seconds(sorted((ROOT / "chapters").glob("*.ipynb")))
+    cpu = bench.notebook_seconds(paths.chapter_notebooks(ROOT))
     seconds, source = make_test_seconds(args)
     suite = {"cpu_chapter_seconds": cpu, "cpu_chapters_seconds_total": sum(cpu.values()),
              "cpu_source": "papermill metadata (metadata.papermill.duration) of the committed chapters",

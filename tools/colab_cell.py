@@ -66,7 +66,8 @@ def main(argv=None) -> int:
     parser.add_argument("--write", action="store_true", help="insert or update the cell")
     parser.add_argument("notebooks", nargs="*", type=Path)
     args = parser.parse_args(argv)
-    notebooks = args.notebooks or sorted((ROOT / "chapters").glob("*.ipynb"))
+    # hidden files are tools/execute.py's temporary copies, not chapters
+    notebooks = args.notebooks or sorted(p for p in (ROOT / "chapters").glob("*.ipynb") if not p.name.startswith("."))
     bad = []
     for path in notebooks:
         expected = cell_source(path.name)

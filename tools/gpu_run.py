@@ -99,7 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "gpu-run")
     parser.add_argument("chapters", nargs="*", type=Path)
     args = parser.parse_args(argv)
-    chapters = args.chapters or sorted((ROOT / "chapters").glob("*.ipynb"))
+    # not llmft.paths.chapter_notebooks: importing llmft would fix the Keras backend before pick_backend()
+    chapters = args.chapters or sorted(p for p in (ROOT / "chapters").glob("*.ipynb") if not p.name.startswith("."))
     results_dir = args.out / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     os.environ.update(LLMFT_PROFILE=args.profile, LLMFT_RESULTS_DIR=str(results_dir), KERAS_BACKEND=pick_backend())
