@@ -7,6 +7,7 @@ profiler writes an ``XSpace`` protocol buffer (``*.xplane.pb``) under
 ``<run>/plugins/profile/<timestamp>/``. These functions read both offline, so
 a notebook can prove that the logging worked and summarise a trace:
 
+- :func:`new_run_dir`: a fresh, never-shared folder for one run's logs;
 - :func:`read_scalars`: every scalar of every run, as ``(step, value)`` lists;
 - :func:`trace_files`: the profiler's files under a log folder;
 - :func:`op_times`: total time per TensorFlow op type in one trace (the
@@ -26,7 +27,11 @@ from __future__ import annotations
 
 import collections
 import re
+import tempfile
+import time
 from pathlib import Path
+
+from llmft import paths
 
 # "scope/name:OpType": one op executed by TensorFlow's executor. Wrappers such
 # as "ExecutorState::Process" contain "::" and are not ops.
@@ -39,6 +44,32 @@ def _folder(logdir) -> Path:
     if not path.is_dir():
         raise ValueError(f"logdir must be an existing folder; got {str(logdir)!r}")
     return path
+
+
+def new_run_dir(name: str, *, root=None) -> Path:
+    """Create and return an empty log folder for one run: ``<root>/<name>/<time>-<suffix>``.
+
+    Each call gets its own folder (``tempfile.mkdtemp`` picks the random
+    suffix and creates it atomically), so two runs of the same notebook at the
+    same time, such as the nbval and papermill runs of ``make test``, never
+    write into or delete each other's logs. ``tensorboard --logdir <root>``
+    lists every run under ``<name>/`` side by side; delete old ones by hand.
+
+    Args:
+        name: the group of runs, e.g. ``"ch07-cpu"``; one folder name
+            (letters, digits, ``.``, ``_``, ``-``).
+        root: where the groups live (default ``$LLMFT_HOME/tensorboard``).
+
+    Example:
+        >>> run = new_run_dir("demo", root=tmp)  # doctest: +SKIP
+        >>> run.relative_to(tmp).as_posix()  # doctest: +SKIP
+        'demo/20261201-183000-k2j4x8a1'
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name) or set(name) == {"."}:
+        raise ValueError(f"name must be one folder name of letters, digits, '.', '_' or '-'; got {name!r}")
+    parent = (Path(root) if root is not None else paths.llmft_home() / "tensorboard") / name
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=parent))
 
 
 def read_scalars(logdir) -> dict:

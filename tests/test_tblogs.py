@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,15 @@ def test_read_scalars_returns_every_run_and_tag_in_step_order(tmp_path):
             tf.summary.text("note", "not a scalar", step=0)
     scalars = tblogs.read_scalars(tmp_path)
     assert scalars == {"eval": {"loss": [(1, 4.0)]}, "train": {"loss": [(1, 3.0), (2, 2.0), (3, 1.5)]}}
+
+
+def test_each_new_run_dir_is_a_fresh_empty_folder(tmp_path, monkeypatch):
+    runs = [tblogs.new_run_dir("ch07-smoke", root=tmp_path) for _ in range(3)]
+    assert len(set(runs)) == 3
+    assert all(run.is_dir() and not any(run.iterdir()) and run.parent == tmp_path / "ch07-smoke" for run in runs)
+    assert all(re.fullmatch(r"\d{8}-\d{6}-\w+", run.name) for run in runs)
+    monkeypatch.setenv("LLMFT_HOME", str(tmp_path / "home"))
+    assert tblogs.new_run_dir("demo").parent == tmp_path / "home" / "tensorboard" / "demo"
 
 
 def test_read_scalars_of_an_empty_folder_is_empty(tmp_path):
@@ -49,6 +60,10 @@ def test_profiler_trace_is_found_and_summarised(tmp_path):
 @pytest.mark.parametrize(
     "call, match",
     [
+        (lambda p: tblogs.new_run_dir("", root=p), "name must be one folder name"),
+        (lambda p: tblogs.new_run_dir("a/b", root=p), "'a/b'"),
+        (lambda p: tblogs.new_run_dir("..", root=p), "name"),
+        (lambda p: tblogs.new_run_dir(7, root=p), "got 7"),
         (lambda p: tblogs.read_scalars(p / "missing"), "logdir must be an existing folder"),
         (lambda p: tblogs.trace_files(p / "missing"), "logdir"),
         (lambda p: tblogs.op_times(p / "x.xplane.pb"), "xplane_path"),
