@@ -129,16 +129,28 @@ def _pretrained(kind: str, profile, verbose: bool) -> BaseModel:
     prof = profile if isinstance(profile, profiles.Profile) else profiles.get_profile(profile)
     tokenizer = base_tokenizer(prof)
     directory = model_directory(kind, prof, tokenizer)
-    meta_path = directory / "meta.json"
-    if meta_path.exists():  # written last: its presence means the model file is complete
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("tokenizer") != tokenizer.fingerprint:
-            raise ValueError(f"directory {str(directory)!r}: the cached model was trained with another tokenizer")
-        model = keras.saving.load_model(directory / "model.keras", safe_mode=True)
-        if verbose:
-            print(f"loaded {kind} ({prof.name}) from cache: {directory.name}")
-        return BaseModel(model, tokenizer, meta["history"], meta["history"][-1]["seconds"], directory, True)
+    if (directory / "meta.json").exists():
+        return _load_cached(kind, prof, tokenizer, directory, verbose)
+    waiting = f"waiting for another process that is pretraining {kind} ({prof.name})" if verbose else None
+    with paths.exclusive(directory, waiting_message=waiting):
+        if (directory / "meta.json").exists():  # it finished while we waited
+            return _load_cached(kind, prof, tokenizer, directory, verbose)
+        return _pretrain_and_save(kind, prof, tokenizer, directory, verbose)
 
+
+def _load_cached(kind, prof, tokenizer, directory, verbose) -> BaseModel:
+    # meta.json is written last: its presence means the model file is complete.
+    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    if meta.get("tokenizer") != tokenizer.fingerprint:
+        raise ValueError(f"directory {str(directory)!r}: the cached model was trained with another tokenizer")
+    model = keras.saving.load_model(directory / "model.keras", safe_mode=True)
+    if verbose:
+        print(f"loaded {kind} ({prof.name}) from cache: {directory.name}")
+    return BaseModel(model, tokenizer, meta["history"], meta["history"][-1]["seconds"], directory, True)
+
+
+def _pretrain_and_save(kind, prof, tokenizer, directory, verbose) -> BaseModel:
+    meta_path = directory / "meta.json"
     train_ids, val_ids = pretraining_streams(prof, tokenizer)
     env.set_seed(SEED)
     model = _build(kind, prof, tokenizer.vocab_size)

@@ -44,6 +44,41 @@ def chapter_notebooks(root: str | os.PathLike = REPO_ROOT) -> list[Path]:
     return sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
 
 
+@contextlib.contextmanager
+def exclusive(directory: str | os.PathLike, *, waiting_message: str | None = None):
+    """Hold an inter-process lock on ``<directory>.lock`` for the block.
+
+    Two processes that need the same cached model at once, such as the nbval
+    and papermill runs of one chapter in ``make test`` or two notebooks opened
+    side by side on an empty cache, would otherwise both train it, into the
+    same ``checkpoints/`` folder, where one could resume from or delete the
+    other's checkpoint. Under this lock the first one trains; the others wait,
+    then find the finished model (check the cache again inside the block).
+    The lock is ``filelock.FileLock``: released when the block ends or the
+    process dies, so a crash never leaves the cache locked.
+
+    Args:
+        directory: what is built under the lock (it need not exist yet).
+        waiting_message: printed once if another process holds the lock
+            (``None``: wait silently).
+    """
+    import filelock
+
+    path = Path(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        if waiting_message:
+            print(waiting_message, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _give_umask_mode(path):
     # mkstemp creates 0600 files; give the result the usual umask-based mode.
     umask = os.umask(0)

@@ -257,18 +257,31 @@ def pretrained_transfer_model(corpus: str, streams: dict, tokenizer, config: Tra
         raise ValueError(f"streams[{corpus!r}] must have budget_tokens={config.budget_tokens} tokens; "
                          f"got {len(streams[corpus])}")
     directory = model_directory(corpus, config, tokenizer, profile_name)
+    if (directory / "meta.json").exists():
+        return _load_cached(corpus, directory, verbose)
+    waiting = f"{corpus}: waiting for another process that is pretraining it" if verbose else None
+    with paths.exclusive(directory, waiting_message=waiting):  # one process trains, the others wait
+        if (directory / "meta.json").exists():  # it finished while we waited
+            return _load_cached(corpus, directory, verbose)
+        return _pretrain_and_save(corpus, streams[corpus], tokenizer, config, directory, val_ids, seed, verbose)
+
+
+def _load_cached(corpus, directory, verbose) -> TransferModel:
+    # meta.json is written last: its presence means the model file is complete.
+    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    if verbose:
+        print(f"{corpus}: loaded from cache {directory.name}")
+    return TransferModel(corpus, directory, meta["history"], True)
+
+
+def _pretrain_and_save(corpus, stream, tokenizer, config, directory, val_ids, seed, verbose) -> TransferModel:
     meta_path = directory / "meta.json"
-    if meta_path.exists():  # written last: its presence means the model file is complete
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if verbose:
-            print(f"{corpus}: loaded from cache {directory.name}")
-        return TransferModel(corpus, directory, meta["history"], True)
     model = build_model(config, tokenizer.vocab_size, seed=seed)
     steps = config.steps
     train_config = train.TrainConfig(steps=steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
                                      warmup_steps=max(steps // 20, 1), eval_every=max(steps // config.evaluations, 1),
                                      eval_batches=10, seed=seed)
-    model, history = train.pretrain(model, streams[corpus], val_ids, config=train_config,
+    model, history = train.pretrain(model, stream, val_ids, config=train_config,
                                     context_length=config.context_length,
                                     checkpoint_dir=directory / "checkpoints", verbose=False)
     paths.atomic_save_model(model, directory / "model.keras")

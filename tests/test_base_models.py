@@ -1,3 +1,5 @@
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -10,9 +12,17 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_gpt_is_trained_once_then_loaded_from_cache(home, capsys):
-    first = base_models.pretrained_gpt("smoke")
-    assert not first.from_cache and len(first.history) == 10
+def test_gpt_is_trained_once_then_loaded_from_cache(home, capsys, monkeypatch):
+    trainings = []
+    real_pretrain = base_models.train.pretrain
+    monkeypatch.setattr(base_models.train, "pretrain", lambda *a, **k: trainings.append(1) or real_pretrain(*a, **k))
+    # Two callers at once on an empty cache (two notebooks, or make test's nbval and papermill runs):
+    # one trains, the other waits for it and loads the result.
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda _: base_models.pretrained_gpt("smoke"), range(2)))
+    assert len(trainings) == 1 and sorted(m.from_cache for m in both) == [False, True]
+    first = next(m for m in both if not m.from_cache)
+    assert len(first.history) == 10
     assert (first.directory / "meta.json").exists() and (first.directory / "model.keras").exists()
     second = base_models.pretrained_gpt("smoke")
     assert second.from_cache and second.history == first.history

@@ -298,6 +298,35 @@ def test_two_writers_of_the_same_model_file_do_not_collide(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["model.keras"]  # no temporary file left
 
 
+def test_a_second_user_of_a_cache_lock_waits_for_the_first(tmp_path, capsys):
+    # Two processes that need the same uncached model: the second waits, then loads the first's.
+    import threading
+
+    from llmft import paths
+
+    target = tmp_path / "models" / "gpt-smoke-0123456789ab"
+    inside, release = threading.Event(), threading.Event()
+
+    def first():
+        with paths.exclusive(target):
+            inside.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    assert inside.wait(30)
+    threading.Timer(0.5, release.set).start()
+    start = time.monotonic()
+    with paths.exclusive(target, waiting_message="waiting for the first one"):
+        waited = time.monotonic() - start
+        assert release.is_set()
+    holder.join()
+    assert waited >= 0.4 and capsys.readouterr().out == "waiting for the first one\n"
+    with paths.exclusive(target, waiting_message="not printed: the lock is free"):
+        pass
+    assert capsys.readouterr().out == ""
+
+
 def test_a_failed_model_save_leaves_the_old_file_and_no_temporary(tmp_path):
     from llmft import paths
 
