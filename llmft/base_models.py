@@ -129,17 +129,13 @@ def _pretrained(kind: str, profile, verbose: bool) -> BaseModel:
     prof = profile if isinstance(profile, profiles.Profile) else profiles.get_profile(profile)
     tokenizer = base_tokenizer(prof)
     directory = model_directory(kind, prof, tokenizer)
-    if (directory / "meta.json").exists():
-        return _load_cached(kind, prof, tokenizer, directory, verbose)
-    waiting = f"waiting for another process that is pretraining {kind} ({prof.name})" if verbose else None
-    with paths.exclusive(directory, waiting_message=waiting):
-        if (directory / "meta.json").exists():  # it finished while we waited
-            return _load_cached(kind, prof, tokenizer, directory, verbose)
-        return _pretrain_and_save(kind, prof, tokenizer, directory, verbose)
+    return paths.load_or_build(
+        directory, lambda: _load_cached(kind, prof, tokenizer, directory, verbose),
+        lambda: _pretrain_and_save(kind, prof, tokenizer, directory, verbose),
+        waiting_message=f"waiting for another process that is pretraining {kind} ({prof.name})" if verbose else None)
 
 
 def _load_cached(kind, prof, tokenizer, directory, verbose) -> BaseModel:
-    # meta.json is written last: its presence means the model file is complete.
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     if meta.get("tokenizer") != tokenizer.fingerprint:
         raise ValueError(f"directory {str(directory)!r}: the cached model was trained with another tokenizer")

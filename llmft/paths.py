@@ -79,6 +79,29 @@ def exclusive(directory: str | os.PathLike, *, waiting_message: str | None = Non
         lock.release()
 
 
+def load_or_build(directory: str | os.PathLike, load, build, *, waiting_message: str | None = None):
+    """``load()`` the cached thing in ``directory`` if it is complete, else ``build()`` it, once.
+
+    Completeness is ``directory/meta.json``: the builder writes it last
+    (atomically), so its presence means every other file is in place. Without
+    it, the build runs under :func:`exclusive`; a process that waited there
+    finds ``meta.json`` written by the one before it and loads instead.
+
+    Args:
+        directory: the cache folder.
+        load, build: functions of no arguments; ``build`` must write
+            ``meta.json`` last.
+        waiting_message: see :func:`exclusive`.
+    """
+    marker = Path(directory) / "meta.json"
+    if marker.exists():
+        return load()
+    with exclusive(directory, waiting_message=waiting_message):
+        if marker.exists():  # built while we waited
+            return load()
+        return build()
+
+
 def _give_umask_mode(path):
     # mkstemp creates 0600 files; give the result the usual umask-based mode.
     umask = os.umask(0)

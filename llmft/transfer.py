@@ -257,17 +257,13 @@ def pretrained_transfer_model(corpus: str, streams: dict, tokenizer, config: Tra
         raise ValueError(f"streams[{corpus!r}] must have budget_tokens={config.budget_tokens} tokens; "
                          f"got {len(streams[corpus])}")
     directory = model_directory(corpus, config, tokenizer, profile_name)
-    if (directory / "meta.json").exists():
-        return _load_cached(corpus, directory, verbose)
-    waiting = f"{corpus}: waiting for another process that is pretraining it" if verbose else None
-    with paths.exclusive(directory, waiting_message=waiting):  # one process trains, the others wait
-        if (directory / "meta.json").exists():  # it finished while we waited
-            return _load_cached(corpus, directory, verbose)
-        return _pretrain_and_save(corpus, streams[corpus], tokenizer, config, directory, val_ids, seed, verbose)
+    return paths.load_or_build(
+        directory, lambda: _load_cached(corpus, directory, verbose),
+        lambda: _pretrain_and_save(corpus, streams[corpus], tokenizer, config, directory, val_ids, seed, verbose),
+        waiting_message=f"{corpus}: waiting for another process that is pretraining it" if verbose else None)
 
 
 def _load_cached(corpus, directory, verbose) -> TransferModel:
-    # meta.json is written last: its presence means the model file is complete.
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     if verbose:
         print(f"{corpus}: loaded from cache {directory.name}")

@@ -327,6 +327,30 @@ def test_a_second_user_of_a_cache_lock_waits_for_the_first(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_load_or_build_builds_once_and_builds_again_after_a_failed_build(tmp_path):
+    from llmft import paths
+
+    folder, calls = tmp_path / "models" / "thing", []
+
+    def build(fail=False):
+        calls.append("build")
+        folder.mkdir(exist_ok=True)
+        if fail:
+            raise OSError("disk full")
+        paths.atomic_write_json(folder / "meta.json", {"complete": True})  # last, as the builders do
+        return "built"
+
+    def load():
+        calls.append("load")
+        return "loaded"
+
+    with pytest.raises(OSError, match="disk full"):
+        paths.load_or_build(folder, load, lambda: build(fail=True))
+    assert paths.load_or_build(folder, load, build) == "built"  # no meta.json: not taken as complete
+    assert paths.load_or_build(folder, load, build) == "loaded"
+    assert calls == ["build", "build", "load"]
+
+
 def test_a_failed_model_save_leaves_the_old_file_and_no_temporary(tmp_path):
     from llmft import paths
 
