@@ -25,7 +25,7 @@ import numpy as np
 
 from llmft import heads
 from llmft.checks import check_int
-from llmft.train import finetune_optimizer
+from llmft.train import build_before_fit, finetune_optimizer
 
 
 def encode(tokenizer, examples, *, max_length):
@@ -159,6 +159,7 @@ def fit_classifier(model, train_data, val_data, *, epochs, learning_rate, steps_
                                    weight_decay=weight_decay, clip_norm=clip_norm)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
+    build_before_fit(model, train_data)
     log = _EpochLog(name, verbose)
     # shuffle=False: the dataset from `batches` shuffles itself, per epoch.
     model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=[log], shuffle=False, verbose=0)

@@ -31,7 +31,7 @@ from keras import ops
 
 from llmft import finetune
 from llmft.checks import check_dropout, check_int
-from llmft.train import finetune_optimizer
+from llmft.train import build_before_fit, finetune_optimizer
 
 # Named sizes; the vocabularies come from the data. "small" is the cpu
 # profile's model: about 0.55M parameters with 400 syllables and 4300
@@ -396,8 +396,10 @@ def fit_seq2seq(model, train, val, *, steps, batch_size=64, learning_rate=1e-3, 
                 print(f"步 {step:>5}  训练损失 {row['train_loss']:.4f}  验证损失 {row['val_loss']:.4f}  "
                       f"{row['seconds']:.0f}s", flush=True)
 
+    train_data = _batches(source, target, batch_size, seed, True, jit_compile)
+    build_before_fit(model, train_data)
     # shuffle=False: the pipeline shuffles itself, with a new seeded order each pass.
-    model.fit(_batches(source, target, batch_size, seed, True, jit_compile), epochs=steps // eval_every,
+    model.fit(train_data, epochs=steps // eval_every,
               steps_per_epoch=eval_every,
               validation_data=_batches(val_source, val_target, 256, seed, False, jit_compile),
               callbacks=[_Log()], shuffle=False, verbose=0)

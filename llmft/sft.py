@@ -33,7 +33,7 @@ import numpy as np
 from llmft import sampling, tokenizers
 from llmft.checks import check_int
 from llmft.finetune import batch_indices
-from llmft.train import finetune_optimizer
+from llmft.train import build_before_fit, finetune_optimizer
 
 ROLES = ("system", "user", "assistant")
 ROLE_TOKENS = {"system": tokenizers.SYSTEM, "user": tokenizers.USER, "assistant": tokenizers.ASSISTANT}
@@ -326,6 +326,7 @@ def fit_sft(model, train_data, val_data=None, *, epochs, learning_rate, steps_pe
     optimizer = finetune_optimizer(learning_rate, epochs * steps_per_epoch, warmup_fraction=warmup_fraction,
                                    weight_decay=weight_decay, clip_norm=clip_norm, final_ratio=0.1, beta_2=0.99)
     model.compile(optimizer=optimizer, loss=sft_loss(), jit_compile=jit_compile)
+    build_before_fit(model, train_data)
     log = _Log(name, val_data, verbose)
     model.fit(train_data, epochs=epochs, callbacks=[log], shuffle=False, verbose=0)
     return log.rows

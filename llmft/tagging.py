@@ -36,7 +36,7 @@ from keras import ops
 
 from llmft import finetune, heads
 from llmft.checks import check_dropout, check_int
-from llmft.train import finetune_optimizer
+from llmft.train import build_before_fit, finetune_optimizer
 
 IGNORE = -1  # label of padding positions: no loss, no score
 PUNCTUATION = frozenset("。！？；，、：!?;,:")  # a window may end right after one of these
@@ -575,6 +575,7 @@ def fit_tagger(model, train, val, *, epochs, learning_rate, batch_size=32, names
     gold = _id_rows_to_spans(val_y, names)
     rows, best, best_weights, start = [], -1.0, None, time.perf_counter()
     data = _dataset(x, y, batch_size, seed)
+    build_before_fit(model, data)  # fit is called once per epoch; the step is traced once in all
     for epoch in range(epochs):
         history = model.fit(data, epochs=1, verbose=0, shuffle=False)
         pred = predict_tags(model, val_x, decode=decode, names=names)

@@ -366,6 +366,54 @@ def compile_for_pretraining(model, config: TrainConfig):
     return model
 
 
+def build_before_fit(model, data):
+    """Create the variables ``model.fit`` would create in its first trace, before it traces.
+
+    On TensorFlow without a distribution strategy, Keras builds the optimizer
+    (AdamW's two moments per weight) and the compiled metrics lazily, inside
+    the first trace of the training step; ``tf.function`` then traces the
+    step a second time, because variables were created during the first.
+    For a short ``fit`` (the smoke profile, the tests) that second trace is
+    a large part of the time; :func:`llmft.bench.first_step_seconds` measures
+    it (the appendix on benchmarks shows the numbers). This builds the
+    model, the optimizer, the loss and the metrics eagerly, from a dummy
+    batch of ones shaped like ``data``'s elements (unknown sizes as 2: a
+    length of 1 would make Keras warn about a softmax over one key), and
+    resets the metrics. The new variables hold the same initial values
+    either way, so training is unchanged (``tests/test_train.py`` checks
+    identical weights).
+
+    Nothing happens on JAX and PyTorch (Keras builds before ``fit`` there),
+    under a ``tf.distribute`` strategy (Keras builds symbolically then), or
+    when ``data`` is not a ``tf.data.Dataset``. ``data`` is not iterated:
+    the book's pipelines count epochs as they are iterated.
+
+    Args:
+        model: a compiled Keras model.
+        data: the ``tf.data.Dataset`` that will be passed to ``model.fit``,
+            with elements ``x``, ``(x, y)`` or ``(x, y, sample_weight)``.
+    """
+    if not getattr(model, "compiled", False):
+        raise ValueError(f"model must be compiled before build_before_fit; got an uncompiled {type(model).__name__}")
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    own_strategy = model.distribute_strategy is not tf.distribute.get_strategy()
+    if not isinstance(data, tf.data.Dataset) or tf.distribute.has_strategy() or own_strategy:
+        return
+    dummy = tf.nest.map_structure(
+        lambda spec: tf.ones([2 if d is None else d for d in spec.shape], spec.dtype), data.element_spec)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(dummy)
+    y_pred = model(x, training=False)  # first: the optimizer needs the model's variables
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    if y is not None:
+        model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+        model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        model.reset_metrics()
+
+
 class _Progress(keras.callbacks.Callback):
     """One line per evaluation; records history and writes checkpoints."""
 
@@ -469,6 +517,7 @@ def pretrain(model, train_ids, val_ids=None, *, config: TrainConfig | None = Non
                      config.batch_size * context_length)
     first_eval = start_step // config.eval_every
     total_evals = math.ceil(config.steps / config.eval_every)
+    build_before_fit(model, data)
     model.fit(
         data,
         initial_epoch=first_eval,

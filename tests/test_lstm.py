@@ -68,7 +68,6 @@ def test_loss_falls_on_a_repetitive_corpus():
     small.compile(
         optimizer=keras.optimizers.Adam(2e-2),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=False,
     )
     before = small.evaluate(x, y, verbose=0)
     small.fit(x, y, batch_size=16, epochs=3, verbose=0)

@@ -150,3 +150,63 @@ def test_tensorboard_callback_logs_the_batch_loss(tmp_path):
 def test_bad_callbacks_are_a_clear_error(callbacks):
     with pytest.raises(ValueError, match="callbacks must be a list"):
         train.pretrain(tiny_model(), stream(), steps=10, eval_every=10, warmup_steps=1, callbacks=callbacks)
+
+
+tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                     reason="build_before_fit only acts on TensorFlow (Keras builds first elsewhere)")
+
+
+def _count_step_traces(model):
+    """Count how often fit traces ``model.train_step`` (its Python body runs only while tracing)."""
+    traces = []
+    step = model.train_step
+
+    def counted(data):
+        traces.append(1)
+        return step(data)
+
+    model.train_step = counted
+    return traces
+
+
+def _classifier_fit(model=None):
+    from llmft import finetune, heads
+
+    keras.utils.set_random_seed(0)
+    clf = model or heads.SequenceClassifier(tiny_model(vocab=30), num_classes=2)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(1, 30, (40, 12)).astype("int32"), rng.integers(0, 2, 40).astype("int32")
+    traces = _count_step_traces(clf)
+    finetune.fit_classifier(clf, finetune.batches(x, y, batch_size=8, shuffle=True), finetune.batches(x, y, batch_size=8),
+                            epochs=2, learning_rate=1e-3, steps_per_epoch=5, verbose=False)
+    return clf, traces
+
+
+def _pretrain_fit():
+    model = tiny_model()  # not built yet: build_before_fit builds it first
+    traces = _count_step_traces(model)
+    train.pretrain(model, stream(), steps=10, batch_size=4, eval_every=5, warmup_steps=1, verbose=False)
+    return model, traces
+
+
+@tensorflow_only
+@pytest.mark.parametrize("run", [_classifier_fit, _pretrain_fit], ids=["fit_classifier", "pretrain"])
+def test_the_training_step_is_traced_once_and_the_weights_are_unchanged(run, monkeypatch):
+    from llmft import finetune
+
+    model, traces = run()
+    assert len(traces) == 1
+    # Without the early build, Keras creates the optimizer's (and the metrics') variables in the
+    # first trace, and tf.function traces again; training itself is the same.
+    for module in (train, finetune):
+        monkeypatch.setattr(module, "build_before_fit", lambda model, data: None)
+    lazy, lazy_traces = run()
+    assert len(lazy_traces) == 2
+    assert [w.shape for w in model.weights] == [w.shape for w in lazy.weights]  # paths differ by Keras' name counter
+    for a, b in zip(model.weights, lazy.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+
+def test_build_before_fit_needs_a_compiled_model():
+    with pytest.raises(ValueError, match="model must be compiled"):
+        train.build_before_fit(tiny_model(), None)
