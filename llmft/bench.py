@@ -13,6 +13,8 @@ What ``make bench`` (``tools/bench.py``) measures and the appendix page
    GPT and, as a peer, the same configuration built with KerasHub's
    ``GPT2Backbone`` (:func:`keras_hub_gpt`); optionally with TensorFlow's
    op determinism on, as the chapters train (in a fresh process);
+   ``first_step_seconds``: the start of a ``fit`` (tracing), with and
+   without :func:`llmft.train.build_before_fit`;
 3. ``generation_speed``: new tokens/s of :func:`llmft.sampling.generate`
    with and without the KV cache;
 4. ``peak_rss``: the peak resident memory of a training or fine-tuning run,
@@ -330,6 +332,45 @@ def _measure_throughput(config, ids, batch_size, steps, warmup_steps, jit_compil
         "flops_per_second": tokens * per_token, "warmup_seconds": clock.times[warmup_steps - 1] - start,
         "final_loss": clock.losses[-1],
     }
+
+
+def first_step_seconds(config, ids, *, batch_size=16, build_first=True, seed=0) -> dict:
+    """Seconds from the start of ``model.fit`` to the end of its first training step: mostly tracing.
+
+    A fresh GPT ``config`` is compiled as :func:`llmft.train.pretrain` compiles
+    it and trained for one step. With ``build_first``,
+    :func:`llmft.train.build_before_fit` runs first (its time is counted);
+    without it Keras creates the optimizer's variables inside the first trace
+    and ``tf.function`` traces the step twice. ``traces`` counts how often
+    the step's Python code ran, i.e. how often it was traced.
+
+    Returns:
+        dict with ``build_first``, ``seconds``, ``traces``, ``params`` and ``batch_size``.
+    """
+    if not isinstance(build_first, bool):
+        raise ValueError(f"build_first must be True or False; got {build_first!r}")
+    batch_size = check_int("batch_size", batch_size)
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict of GPT keyword arguments; got {config!r:.80}")
+    _require_tensorflow("first_step_seconds")
+    keras.utils.set_random_seed(seed)
+    model = gpt.GPT(**config)  # not built: the first step (or build_before_fit) builds it
+    traces, step = [], model.train_step
+
+    def counted_step(data):
+        traces.append(1)  # Python code in a tf.function runs only while it is traced
+        return step(data)
+
+    model.train_step = counted_step
+    recipe = train.TrainConfig(steps=1, batch_size=batch_size, warmup_steps=0, eval_every=1, seed=seed)
+    train.compile_for_pretraining(model, recipe)
+    data = train.window_batches(ids, batch_size=batch_size, context_length=int(config["context_length"]), seed=seed)
+    start = time.perf_counter()
+    if build_first:
+        train.build_before_fit(model, data)
+    model.fit(data.take(1), epochs=1, verbose=0, shuffle=False)
+    return {"build_first": build_first, "seconds": time.perf_counter() - start, "traces": len(traces),
+            "params": int(model.count_params()), "batch_size": batch_size}
 
 
 # ---------------------------------------------------------------------------

@@ -51,6 +51,17 @@ def test_train_throughput_uses_the_stated_flop_count():
     assert np.isfinite(out["final_loss"]) and out["cpu_seconds_per_step"] >= 0
 
 
+def test_first_step_seconds_counts_the_traces_with_and_without_the_early_build():
+    lazy = bench.first_step_seconds(TINY, IDS, batch_size=2, build_first=False)
+    built = bench.first_step_seconds(TINY, IDS, batch_size=2, build_first=True)
+    assert (lazy["traces"], built["traces"]) == (2, 1)
+    assert lazy["seconds"] > 0 and built["seconds"] > 0 and lazy["params"] == built["params"]
+    with pytest.raises(ValueError, match="build_first"):
+        bench.first_step_seconds(TINY, IDS, build_first="yes")
+    with pytest.raises(ValueError, match="config"):
+        bench.first_step_seconds([1], IDS)
+
+
 def test_deterministic_throughput_runs_in_a_fresh_process_and_repeats_exactly():
     from tensorflow.python.framework import config as tf_config  # no public getter
 
@@ -159,6 +170,7 @@ REQUIRED = {
     "suite": ["make_test_seconds", "make_test_source", "cpu_chapter_seconds"],
     "peak": ["float32_flops_per_second", "bfloat16_flops_per_second"],
     "memory": ["tasks"],
+    "fit_start": ["runs", "configs", "tiny", "gpt5m"],
 }
 
 
@@ -193,6 +205,10 @@ def _check_shape(payload):
     assert gen["kv_cache_speedup"] == pytest.approx(
         gen["with_cache"]["tokens_per_second"] / gen["without_cache"]["tokens_per_second"])
     assert {"idle", "finetune_full", "finetune_lora"} <= set(payload["memory"]["tasks"]) <= set(bench.RSS_TASKS)
+    for name in ("tiny", "gpt5m"):
+        start = payload["fit_start"][name]
+        assert (start["lazy_traces"], start["built_traces"]) == (2, 1)
+        assert start["speedup"] == pytest.approx(start["lazy_seconds"] / start["built_seconds"])
 
 
 def test_the_committed_bench_json_has_the_documented_shape():

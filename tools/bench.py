@@ -219,6 +219,27 @@ def main(argv=None):
         "determinism_slowdown": cpu_ratio(base, determined),
     }
 
+    # 1b) the start of a fit: how long tracing takes with and without the
+    # early build (train.build_before_fit), for the smoke profile's tiny GPT
+    # and the ~5M config; alternated, best of two each.
+    tiny = dict(gpt.PRESETS["tiny"], vocab_size=vocab, context_length=32)
+    fit_start = {"runs": [], "configs": {"tiny": tiny, "gpt5m": config},
+                 "note": "seconds from model.fit's start (build_before_fit included) to the end of its first step"}
+    for name, cfg in (("tiny", tiny), ("gpt5m", config)):
+        for _ in range(2):
+            for build_first in (False, True):
+                run = bench.first_step_seconds(cfg, ids, batch_size=size["batch"], build_first=build_first)
+                fit_start["runs"].append({**run, "config": name})
+        lazy, built = ([r for r in fit_start["runs"] if r["config"] == name and r["build_first"] == flag]
+                       for flag in (False, True))
+        fit_start[name] = {"lazy_seconds": min(r["seconds"] for r in lazy),
+                           "built_seconds": min(r["seconds"] for r in built),
+                           "lazy_traces": lazy[0]["traces"], "built_traces": built[0]["traces"]}
+        fit_start[name]["speedup"] = bench.ratio(fit_start[name]["lazy_seconds"], fit_start[name]["built_seconds"])
+        log(f"fit start {name}: {fit_start[name]['lazy_seconds']:.1f} s with {lazy[0]['traces']} traces, "
+            f"{fit_start[name]['built_seconds']:.1f} s with {built[0]['traces']}")
+    out["fit_start"] = fit_start
+
     # 2) generation with and without the KV cache
     import keras
     import numpy as np
