@@ -334,6 +334,23 @@ def _measure_throughput(config, ids, batch_size, steps, warmup_steps, jit_compil
     }
 
 
+def count_step_traces(model) -> list:
+    """Make ``model`` record each trace of its training step; returns the (growing) list of traces.
+
+    Keras wraps ``model.train_step`` in a ``tf.function``, whose Python code
+    runs only while it is traced, so one entry is one trace. Set this before
+    ``model.compile`` / ``fit`` build the training function.
+    """
+    traces, step = [], model.train_step
+
+    def counted_step(data):
+        traces.append(1)
+        return step(data)
+
+    model.train_step = counted_step
+    return traces
+
+
 def first_step_seconds(config, ids, *, batch_size=16, build_first=True, seed=0) -> dict:
     """Seconds from the start of ``model.fit`` to the end of its first training step: mostly tracing.
 
@@ -355,13 +372,7 @@ def first_step_seconds(config, ids, *, batch_size=16, build_first=True, seed=0) 
     _require_tensorflow("first_step_seconds")
     keras.utils.set_random_seed(seed)
     model = gpt.GPT(**config)  # not built: the first step (or build_before_fit) builds it
-    traces, step = [], model.train_step
-
-    def counted_step(data):
-        traces.append(1)  # Python code in a tf.function runs only while it is traced
-        return step(data)
-
-    model.train_step = counted_step
+    traces = count_step_traces(model)
     recipe = train.TrainConfig(steps=1, batch_size=batch_size, warmup_steps=0, eval_every=1, seed=seed)
     train.compile_for_pretraining(model, recipe)
     data = train.window_batches(ids, batch_size=batch_size, context_length=int(config["context_length"]), seed=seed)

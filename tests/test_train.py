@@ -156,35 +156,24 @@ tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                      reason="build_before_fit only acts on TensorFlow (Keras builds first elsewhere)")
 
 
-def _count_step_traces(model):
-    """Count how often fit traces ``model.train_step`` (its Python body runs only while tracing)."""
-    traces = []
-    step = model.train_step
-
-    def counted(data):
-        traces.append(1)
-        return step(data)
-
-    model.train_step = counted
-    return traces
-
-
-def _classifier_fit(model=None):
-    from llmft import finetune, heads
+def _classifier_fit():
+    from llmft import bench, finetune, heads
 
     keras.utils.set_random_seed(0)
-    clf = model or heads.SequenceClassifier(tiny_model(vocab=30), num_classes=2)
+    clf = heads.SequenceClassifier(tiny_model(vocab=30), num_classes=2)
     rng = np.random.default_rng(0)
     x, y = rng.integers(1, 30, (40, 12)).astype("int32"), rng.integers(0, 2, 40).astype("int32")
-    traces = _count_step_traces(clf)
+    traces = bench.count_step_traces(clf)
     finetune.fit_classifier(clf, finetune.batches(x, y, batch_size=8, shuffle=True), finetune.batches(x, y, batch_size=8),
                             epochs=2, learning_rate=1e-3, steps_per_epoch=5, verbose=False)
     return clf, traces
 
 
 def _pretrain_fit():
+    from llmft import bench
+
     model = tiny_model()  # not built yet: build_before_fit builds it first
-    traces = _count_step_traces(model)
+    traces = bench.count_step_traces(model)
     train.pretrain(model, stream(), steps=10, batch_size=4, eval_every=5, warmup_steps=1, verbose=False)
     return model, traces
 
