@@ -263,6 +263,33 @@ def forward_fn(model):
     return lambda ids: model(ids, training=False)
 
 
+def last_logits_fn(model):
+    """``(ids (B, T) int32, last (B,) int) -> logits (B, V)``: each row's logits at ``last[b]``, as numpy.
+
+    A model with ``logits_at`` (:class:`llmft.gpt.GPT`) runs its output layer
+    on those positions only; on TensorFlow that is a ``tf.function`` traced
+    once per model for every batch shape. Other models, and other backends,
+    take the positions from :func:`forward_fn`'s full logits.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow" and hasattr(model, "logits_at") and model.built:
+        import tensorflow as tf
+
+        # Keyed by the number of weights, like _compiled_forward (enable_lora adds weights).
+        functions = model.__dict__.setdefault("_llmft_last_logits", {})
+        key = len(model.weights)
+        if key not in functions:
+            functions[key] = tf.function(
+                lambda ids, last: model.logits_at(ids, last),
+                input_signature=[tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.int32)],
+            ).get_concrete_function()
+        function = functions[key]
+        return lambda ids, last: function(tf.constant(ids, tf.int32), tf.constant(last, tf.int32)).numpy()
+    forward = forward_fn(model)
+    return lambda ids, last: np.asarray(keras.ops.convert_to_numpy(forward(ids)))[np.arange(len(last)), last]
+
+
 def _compiled_forward(model):
     """A ``tf.function`` of ``model(ids)`` with a free length, made once per model; else None.
 
@@ -293,7 +320,7 @@ def _compiled_forward(model):
     return functions[key]
 
 
-def _bucket(length, cap=None, smallest=16):
+def bucket(length, cap=None, smallest=16):
     """The padded length for ``length``: the next power of two (at least ``smallest``), at most ``cap``."""
     bucket = max(smallest, 1 << max(int(length) - 1, 0).bit_length())
     return bucket if cap is None else max(int(length), min(bucket, int(cap)))
@@ -332,7 +359,7 @@ def _jax_forward(model):
         ids = np.asarray(ids, dtype="int32")
         length = ids.shape[1]
         if context is not None:  # causal: right padding leaves the real positions' logits alone
-            padded = np.zeros((ids.shape[0], _bucket(length, context)), "int32")
+            padded = np.zeros((ids.shape[0], bucket(length, context)), "int32")
             padded[:, :length] = ids
             ids = padded
         logits = run([v.value for v in model.trainable_variables],

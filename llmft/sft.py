@@ -337,16 +337,26 @@ def fit_sft(model, train_data, val_data=None, *, epochs, learning_rate, steps_pe
 # ---------------------------------------------------------------------------
 
 def generate_replies(model, tokenizer, prompts, *, max_new_tokens, batch_size=64, multiple=16):
-    """Greedy replies of a chat model to many prompts, batched.
+    """Greedy replies of a chat model to many prompts, decoded together.
 
-    Each prompt is a conversation ending with a user turn. Rows are
-    right-padded; every step runs the model on the batch (cut to the longest
-    row so far), appends each row's most likely next token at that row's end,
-    and a row stops at ``<|end|>``, at ``max_new_tokens``, or at the context
-    limit. The causal mask makes padding to the right of a row invisible to it.
+    Each prompt is a conversation ending with a user turn. Up to
+    ``batch_size`` prompts are decoded at once, one row each, right-padded;
+    every step runs the model on those rows (cut to the longest row so far),
+    appends each row's most likely next token at that row's end, and a row
+    stops at ``<|end|>``, at ``max_new_tokens``, or at the context limit. The
+    causal mask makes padding to the right of a row invisible to it.
+
+    A finished row hands its place to the next prompt at once ("continuous
+    batching", Yu et al. 2022, *Orca*), so a short reply (one sentiment word)
+    does not wait for the longest reply of its batch; prompts go in order of
+    length, so the rows decoded together have similar widths. Each step
+    computes the logits of each row's last position only
+    (:func:`llmft.sampling.last_logits_fn`). A row's tokens do not depend on
+    which rows share its steps (up to float rounding).
 
     Returns:
-        list of ``(text, finished)``: the reply and whether it ended with ``<|end|>``.
+        list of ``(text, finished)``, in the order of ``prompts``: the reply
+        and whether it ended with ``<|end|>``.
     """
     check_int("max_new_tokens", max_new_tokens)
     check_int("batch_size", batch_size)
@@ -357,31 +367,41 @@ def generate_replies(model, tokenizer, prompts, *, max_new_tokens, batch_size=64
             raise ValueError(f"prompts[{i}] encodes to {len(ids)} tokens; the context_length={context} "
                              "leaves no room for a reply")
     end = tokenizer.token_to_id(tokenizers.END_OF_TURN)
-    forward = sampling.forward_fn(model)  # one trace for every batch width
-    order = np.argsort([len(e) for e in encoded], kind="stable")
+    last_logits = sampling.last_logits_fn(model)  # one trace for every batch shape
+    waiting = list(np.argsort([len(e) for e in encoded], kind="stable")[::-1])  # pop() takes the shortest
+    slots = min(batch_size, len(encoded))
+    buf = np.zeros((slots, context), "int32")
+    owner = np.full(slots, -1)  # the prompt each row is decoding; -1: free
+    lengths, prompt_len, finished = (np.zeros(slots, int) for _ in range(3))
     results = [None] * len(encoded)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        lengths = np.array([len(encoded[r]) for r in rows])
-        buf = np.zeros((len(rows), context), "int32")
-        for j, r in enumerate(rows):
-            buf[j, :lengths[j]] = encoded[r]
-        prompt_len, done = lengths.copy(), np.zeros(len(rows), bool)
-        finished = np.zeros(len(rows), bool)
-        while not done.all():
-            width = _width(lengths, multiple, context)
-            logits = keras.ops.convert_to_numpy(forward(buf[:, :width]))
-            nxt = logits[np.arange(len(rows)), lengths - 1].argmax(-1)
-            for j in np.flatnonzero(~done):
-                if nxt[j] == end:
-                    done[j] = finished[j] = True
-                    continue
-                buf[j, lengths[j]] = nxt[j]
+
+    def start(j):
+        r = waiting.pop()
+        buf[j] = 0
+        buf[j, :len(encoded[r])] = encoded[r]
+        owner[j], lengths[j], prompt_len[j], finished[j] = r, len(encoded[r]), len(encoded[r]), False
+
+    for j in range(slots):
+        start(j)
+    while (owner >= 0).any():
+        active = np.flatnonzero(owner >= 0)
+        # A power-of-two number of rows (free rows fill up the rest): on JAX every new
+        # batch shape compiles again, and the last few prompts would make one per size.
+        rows = np.concatenate([active, np.flatnonzero(owner < 0)])[:sampling.bucket(len(active), slots, 1)]
+        width = _width(lengths[rows], multiple, context)
+        nxt = last_logits(buf[rows, :width], lengths[rows] - 1).argmax(-1)
+        for j, token in zip(active, nxt):
+            if token == end:
+                finished[j] = True
+            else:
+                buf[j, lengths[j]] = token
                 lengths[j] += 1
-                if lengths[j] - prompt_len[j] >= max_new_tokens or lengths[j] >= context:
-                    done[j] = True
-        for j, r in enumerate(rows):
-            results[r] = (tokenizer.decode(buf[j, prompt_len[j]:lengths[j]]), bool(finished[j]))
+                if lengths[j] - prompt_len[j] < max_new_tokens and lengths[j] < context:
+                    continue
+            results[owner[j]] = (tokenizer.decode(buf[j, prompt_len[j]:lengths[j]]), bool(finished[j]))
+            owner[j] = -1
+            if waiting:
+                start(j)
     return results
 
 

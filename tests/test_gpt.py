@@ -46,6 +46,13 @@ def test_changing_future_tokens_leaves_earlier_logits_unchanged(model):
     assert np.abs(a[:, 10:] - b[:, 10:]).max() > 1e-3
 
 
+def test_logits_at_equals_the_full_pass_at_each_rows_position(model):
+    x = _ids(batch=3)
+    positions = np.array([0, 7, 19])
+    full = to_numpy(model(x))[np.arange(3), positions]
+    np.testing.assert_allclose(to_numpy(model.logits_at(x, positions)), full, atol=1e-5, rtol=1e-5)
+
+
 def test_kv_cache_logits_equal_full_pass(model):
     x = _ids(length=32)  # the whole context, so the last step fills the cache
     full = to_numpy(model(x))

@@ -178,6 +178,8 @@ def test_cache_and_no_cache_agree_around_the_cache_length(new_tokens):
 
 # -- the compiled forward pass -----------------------------------------------
 
+# A one-token row makes Keras warn about a softmax over one key; that is the point of the case.
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1")
 @pytest.mark.parametrize("length", [1, 5, 16, 17, 32])
 def test_forward_fn_gives_the_models_own_logits(model, length):
     # On JAX the ids are padded on the right to a power-of-two length before
@@ -205,7 +207,42 @@ def test_forward_fn_sees_weights_changed_after_its_first_call(model):
             w.assign(value)
 
 
+# A one-token row makes Keras warn about a softmax over one key; that is the point of the case.
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1")
+@pytest.mark.parametrize("length", [1, 5, 17, 32])
+def test_last_logits_fn_gives_each_rows_logits_at_its_position(model, length):
+    rng = np.random.default_rng(length)
+    ids = rng.integers(0, VOCAB, size=(3, length)).astype("int32")
+    last = rng.integers(0, length, size=3)
+    fast = sampling.last_logits_fn(model)(ids, last)
+    full = np.asarray(keras.ops.convert_to_numpy(model(ids, training=False)))
+    assert fast.shape == (3, VOCAB)
+    np.testing.assert_allclose(fast, full[np.arange(3), last], atol=1e-5, rtol=1e-5)
+
+
+def test_last_logits_fn_sees_lora_weights_added_after_its_first_trace():
+    keras.utils.set_random_seed(1)
+    fresh = gpt.from_preset("tiny", vocab_size=VOCAB)
+    ids, last = np.array([PROMPT, PROMPT[::-1]], "int32"), np.array([4, 2])
+    before = sampling.last_logits_fn(fresh)(ids, last)  # traced without LoRA
+    for block in fresh.blocks:
+        block.attn.qkv.enable_lora(2)
+        block.attn.qkv.lora_kernel_b.assign(np.full(block.attn.qkv.lora_kernel_b.shape, 0.05, "float32"))
+    after = sampling.last_logits_fn(fresh)(ids, last)
+    full = np.asarray(keras.ops.convert_to_numpy(fresh(ids, training=False)))[np.arange(2), last]
+    np.testing.assert_allclose(after, full, atol=1e-5, rtol=1e-5)
+    assert np.abs(after - before).max() > 1e-3
+
+
+def test_last_logits_fn_of_a_model_without_logits_at():
+    keras.utils.set_random_seed(0)
+    model = lstm.from_preset("tiny", vocab_size=VOCAB)
+    ids, last = np.array([PROMPT, PROMPT[::-1]], "int32"), np.array([1, 4])
+    full = np.asarray(keras.ops.convert_to_numpy(model(ids, training=False)))
+    np.testing.assert_allclose(sampling.last_logits_fn(model)(ids, last), full[np.arange(2), last], atol=1e-6)
+
+
 @pytest.mark.parametrize("length, cap, expected", [(1, None, 16), (16, None, 16), (17, None, 32),
                                                    (33, 40, 40), (100, None, 128), (30, 24, 30)])
 def test_bucket_pads_to_a_power_of_two_within_the_cap(length, cap, expected):
-    assert sampling._bucket(length, cap) == expected
+    assert sampling.bucket(length, cap) == expected

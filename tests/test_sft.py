@@ -157,6 +157,21 @@ def test_sft_learns_and_replies_stop_at_end_of_turn():
     assert sft.reply(model, TOK, [("user", "谢谢")]) == "再见。"
 
 
+def test_replies_do_not_depend_on_which_prompts_share_the_batch():
+    # Prompts of many lengths near a 16-token context stop at different steps (at the
+    # context limit or at max_new_tokens), so with 3 rows each finished row takes the next
+    # prompt while the others are mid-reply; every reply must equal the prompt decoded alone.
+    model = _tiny_model(context_length=16, seed=3)
+    words = "你好今天天气很好谢谢再见是吗"
+    prompts = [[("user", words[:n])] for n in (9, 1, 6, 12, 3, 8, 2, 11, 5)]
+    together = sft.generate_replies(model, TOK, prompts, max_new_tokens=6, batch_size=3)
+    alone = [sft.generate_replies(model, TOK, [p], max_new_tokens=6)[0] for p in prompts]
+    assert together == alone
+    lengths = {len(TOK.encode(text)) for text, _ in together}
+    assert len(lengths) > 2  # rows did finish at different steps
+    assert sft.generate_replies(model, TOK, [], max_new_tokens=6) == []
+
+
 def test_replies_respect_max_new_tokens_and_the_context():
     model = _tiny_model(context_length=12)
     (text, finished), = sft.generate_replies(model, TOK, [[("user", "你好")]], max_new_tokens=3)
