@@ -209,7 +209,7 @@ def test_forward_fn_sees_weights_changed_after_its_first_call(model):
 
 # A one-token row makes Keras warn about a softmax over one key; that is the point of the case.
 @pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1")
-@pytest.mark.parametrize("length", [1, 5, 17, 32])
+@pytest.mark.parametrize("length", [1, 17])
 def test_last_logits_fn_gives_each_rows_logits_at_its_position(model, length):
     rng = np.random.default_rng(length)
     ids = rng.integers(0, VOCAB, size=(3, length)).astype("int32")
