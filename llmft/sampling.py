@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
+from llmft.checks import check_int
+
 STRATEGIES = ("greedy", "sample")
 
 
@@ -216,6 +218,116 @@ def generate(
             caching = False  # the cache is full: slide the window instead
             logits = _window_logits(model, tokens, context)
     return new
+
+
+def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, continuous=True, multiple=16):
+    """Greedy continuations of many prompts, decoded together: a list of ``(new_ids, stopped)``.
+
+    Up to ``batch_size`` prompts are decoded at once, one row each,
+    right-padded; every step runs the model on those rows (cut to the
+    longest row so far, rounded up to ``multiple``), appends each row's most
+    likely next token at that row's end, and a row stops at a token of
+    ``stop_ids`` (not included; ``stopped`` is then True), at
+    ``max_new_tokens``, or at the model's context limit. The causal mask
+    makes padding to the right of a row invisible to it, so a row's tokens
+    do not depend on which rows share its steps (up to float rounding).
+    Each step computes the logits of each row's last position only
+    (:func:`last_logits_fn`); there is no KV cache, as rows sit at different
+    positions.
+
+    With ``continuous=True`` a finished row hands its place to the next
+    prompt at once ("continuous batching", Yu et al. 2022, *Orca*), so short
+    continuations do not wait for the longest one of their batch. With
+    ``continuous=False`` the prompts go in fixed batches and each batch runs
+    until its longest row is done (static batching, for comparison). Either
+    way prompts go in order of length, so the rows decoded together have
+    similar widths.
+
+    Args:
+        model: a causal language model with ``context_length`` (:class:`llmft.gpt.GPT`).
+        prompts: sequences of token ids, each shorter than the context.
+        max_new_tokens: most tokens per continuation (>= 1).
+        stop_ids: token ids that end a continuation.
+        batch_size: most rows decoded at once (>= 1).
+        continuous: refill finished rows (True) or decode fixed batches (False).
+        multiple: the width of a step is rounded up to this (fewer shapes to trace).
+
+    Returns:
+        list of ``(new_ids, stopped)`` in the order of ``prompts``.
+    """
+    check_int("max_new_tokens", max_new_tokens)
+    check_int("batch_size", batch_size)
+    check_int("multiple", multiple)
+    context = getattr(model, "context_length", None)
+    if context is None:
+        raise ValueError("model must have a context_length (a causal model such as llmft.gpt.GPT)")
+    context = int(context)
+    prompts = [[int(t) for t in p] for p in prompts]
+    for i, ids in enumerate(prompts):
+        if not ids:
+            raise ValueError(f"prompts[{i}] is empty; a prompt needs at least one token")
+        if len(ids) >= context:
+            raise ValueError(f"prompts[{i}] has {len(ids)} tokens; the context_length={context} "
+                             "leaves no room for a reply")
+    stop = {int(t) for t in stop_ids}
+    last_logits = last_logits_fn(model)  # one trace for every batch shape
+    waiting = list(np.argsort([len(p) for p in prompts], kind="stable")[::-1])  # pop() takes the shortest
+    slots = min(batch_size, len(prompts))
+    buf = np.zeros((slots, context), "int32")
+    owner = np.full(slots, -1)  # the prompt each row is decoding; -1: free
+    lengths, prompt_len, stopped = (np.zeros(slots, int) for _ in range(3))
+    results = [None] * len(prompts)
+
+    def start(j):
+        r = waiting.pop()
+        buf[j] = 0
+        buf[j, :len(prompts[r])] = prompts[r]
+        owner[j], lengths[j], prompt_len[j], stopped[j] = r, len(prompts[r]), len(prompts[r]), False
+
+    for j in range(slots):
+        start(j)
+    done = np.zeros(slots, bool)  # static batching: finished, waiting for the rest of its batch
+    while (owner >= 0).any():
+        active = np.flatnonzero((owner >= 0) & ~done)
+        if continuous:
+            # A power-of-two number of rows (free rows fill up the rest): on JAX every new
+            # batch shape compiles again, and the last few prompts would make one per size.
+            rows = np.concatenate([active, np.flatnonzero(owner < 0)])[:bucket(len(active), slots, 1)]
+        else:
+            rows = np.flatnonzero(owner >= 0)  # the whole batch, finished rows included
+        width = padded_width(lengths[rows], multiple, context)
+        logits = last_logits(buf[rows, :width], lengths[rows] - 1)
+        for j, token in zip(rows, logits.argmax(-1)):
+            if j not in active:
+                continue
+            if token in stop:
+                stopped[j] = True
+            else:
+                buf[j, lengths[j]] = token
+                lengths[j] += 1
+                if lengths[j] - prompt_len[j] < max_new_tokens and lengths[j] < context:
+                    continue
+            results[owner[j]] = (buf[j, prompt_len[j]:lengths[j]].tolist(), bool(stopped[j]))
+            done[j] = True
+            if continuous:
+                owner[j], done[j] = -1, False
+                if waiting:
+                    start(j)
+        if not continuous and done[owner >= 0].all():
+            owner[:], done[:] = -1, False
+            for j in range(min(slots, len(waiting))):
+                start(j)
+    return results
+
+
+def padded_width(lengths, multiple, cap):
+    """The width of a batch of right-padded rows: the longest length rounded up to ``multiple``, at most ``cap``.
+
+    Example:
+        >>> padded_width(np.array([3, 17, 9]), 8, 128), padded_width(np.array([120]), 16, 128)
+        (24, 128)
+    """
+    return min(-(-int(max(lengths.max(), 1)) // multiple) * multiple, cap)
 
 
 def cache_length(prompt_length, max_new_tokens, context_length, multiple=64):

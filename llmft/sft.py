@@ -226,14 +226,10 @@ def answer_loss(model, x, y, w, *, batch_size=32, pad_id=0):
         weight = w[rows].sum()
         if weight == 0:
             continue
-        width = _width(lengths[rows], 8, x.shape[1])
+        width = sampling.padded_width(lengths[rows], 8, x.shape[1])
         logits = model(x[rows, :width], training=False)
         total += masked_loss(logits, y[rows, :width], w[rows, :width]) * weight
     return total / w.sum()
-
-
-def _width(lengths, multiple, cap):
-    return min(-(-int(max(lengths.max(), 1)) // multiple) * multiple, cap)
 
 
 def sft_batches(x, y, w, *, batch_size=32, shuffle=False, seed=0, multiple=8, pad_id=0):
@@ -256,7 +252,7 @@ def sft_batches(x, y, w, *, batch_size=32, shuffle=False, seed=0, multiple=8, pa
         groups = batch_indices(lengths, batch_size=batch_size, shuffle=shuffle, seed=seed + epoch[0])
         epoch[0] += 1
         for rows in groups:
-            width = _width(lengths[rows], multiple, x.shape[1])
+            width = sampling.padded_width(lengths[rows], multiple, x.shape[1])
             yield x[rows, :width], y[rows, :width], w[rows, :width]
 
     spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32),
@@ -269,7 +265,7 @@ def padding_share(x, *, batch_size=32, multiple=8, bucket=True, pad_id=0):
     """Share of the token slots in the batches that are padding (bucketed or not)."""
     lengths = (np.asarray(x) != pad_id).sum(1)
     groups = batch_indices(lengths, batch_size=batch_size, shuffle=True, seed=0, bucket=bucket)
-    slots = sum(len(g) * _width(lengths[g], multiple, x.shape[1]) for g in groups)
+    slots = sum(len(g) * sampling.padded_width(lengths[g], multiple, x.shape[1]) for g in groups)
     return 1.0 - lengths.sum() / slots
 
 
@@ -339,70 +335,22 @@ def fit_sft(model, train_data, val_data=None, *, epochs, learning_rate, steps_pe
 def generate_replies(model, tokenizer, prompts, *, max_new_tokens, batch_size=64, multiple=16):
     """Greedy replies of a chat model to many prompts, decoded together.
 
-    Each prompt is a conversation ending with a user turn. Up to
-    ``batch_size`` prompts are decoded at once, one row each, right-padded;
-    every step runs the model on those rows (cut to the longest row so far),
-    appends each row's most likely next token at that row's end, and a row
-    stops at ``<|end|>``, at ``max_new_tokens``, or at the context limit. The
-    causal mask makes padding to the right of a row invisible to it.
-
-    A finished row hands its place to the next prompt at once ("continuous
-    batching", Yu et al. 2022, *Orca*), so a short reply (one sentiment word)
-    does not wait for the longest reply of its batch; prompts go in order of
-    length, so the rows decoded together have similar widths. Each step
-    computes the logits of each row's last position only
-    (:func:`llmft.sampling.last_logits_fn`). A row's tokens do not depend on
-    which rows share its steps (up to float rounding).
+    Each prompt is a conversation ending with a user turn; it is encoded
+    with the chat template up to the ``<|assistant|>`` that opens the reply,
+    and :func:`llmft.sampling.greedy_batch` continues all of them with
+    continuous batching (a finished row takes the next prompt at once), each
+    until ``<|end|>``, ``max_new_tokens`` or the context limit. A reply does
+    not depend on which prompts share its steps (up to float rounding).
 
     Returns:
         list of ``(text, finished)``, in the order of ``prompts``: the reply
         and whether it ended with ``<|end|>``.
     """
-    check_int("max_new_tokens", max_new_tokens)
-    check_int("batch_size", batch_size)
-    context = int(model.context_length)
     encoded = [encode_chat(tokenizer, p, for_training=False)[0] for p in prompts]
-    for i, ids in enumerate(encoded):
-        if len(ids) >= context:
-            raise ValueError(f"prompts[{i}] encodes to {len(ids)} tokens; the context_length={context} "
-                             "leaves no room for a reply")
     end = tokenizer.token_to_id(tokenizers.END_OF_TURN)
-    last_logits = sampling.last_logits_fn(model)  # one trace for every batch shape
-    waiting = list(np.argsort([len(e) for e in encoded], kind="stable")[::-1])  # pop() takes the shortest
-    slots = min(batch_size, len(encoded))
-    buf = np.zeros((slots, context), "int32")
-    owner = np.full(slots, -1)  # the prompt each row is decoding; -1: free
-    lengths, prompt_len, finished = (np.zeros(slots, int) for _ in range(3))
-    results = [None] * len(encoded)
-
-    def start(j):
-        r = waiting.pop()
-        buf[j] = 0
-        buf[j, :len(encoded[r])] = encoded[r]
-        owner[j], lengths[j], prompt_len[j], finished[j] = r, len(encoded[r]), len(encoded[r]), False
-
-    for j in range(slots):
-        start(j)
-    while (owner >= 0).any():
-        active = np.flatnonzero(owner >= 0)
-        # A power-of-two number of rows (free rows fill up the rest): on JAX every new
-        # batch shape compiles again, and the last few prompts would make one per size.
-        rows = np.concatenate([active, np.flatnonzero(owner < 0)])[:sampling.bucket(len(active), slots, 1)]
-        width = _width(lengths[rows], multiple, context)
-        nxt = last_logits(buf[rows, :width], lengths[rows] - 1).argmax(-1)
-        for j, token in zip(active, nxt):
-            if token == end:
-                finished[j] = True
-            else:
-                buf[j, lengths[j]] = token
-                lengths[j] += 1
-                if lengths[j] - prompt_len[j] < max_new_tokens and lengths[j] < context:
-                    continue
-            results[owner[j]] = (tokenizer.decode(buf[j, prompt_len[j]:lengths[j]]), bool(finished[j]))
-            owner[j] = -1
-            if waiting:
-                start(j)
-    return results
+    replies = sampling.greedy_batch(model, encoded, max_new_tokens, stop_ids=[end], batch_size=batch_size,
+                                    multiple=multiple)
+    return [(tokenizer.decode(ids), finished) for ids, finished in replies]
 
 
 def reply(model, tokenizer, messages, *, max_new_tokens=64):

@@ -176,6 +176,45 @@ def test_cache_and_no_cache_agree_around_the_cache_length(new_tokens):
     assert cached == sampling.generate(wide, PROMPT, new_tokens, temperature=1.3, seed=4, use_cache=False)
 
 
+# -- batched greedy decoding ------------------------------------------------
+
+# The random model mostly repeats a prompt's last token: with these stop ids some continuations
+# stop at once, some after two tokens (24, 24, then 6), the others run to max_new_tokens.
+STOP = (6, 21, 29)
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_greedy_batch_equals_decoding_each_prompt_alone(model, continuous):
+    prompts = [PROMPT[:n] + [20 + n] for n in (4, 0, 2, 5, 1, 3, 0, 4)] + [list(range(10, 30))]
+    together = sampling.greedy_batch(model, prompts, 8, stop_ids=STOP, batch_size=3, continuous=continuous)
+    for prompt, (ids, stopped) in zip(prompts, together):
+        alone = sampling.generate(model, prompt, 8, stop_ids=STOP, use_cache=False)
+        assert (ids, stopped) == (alone, len(alone) < 8)
+    assert len({len(ids) for ids, _ in together}) > 2  # rows did finish at different steps
+
+
+def test_greedy_batch_stops_at_the_context(model):
+    (ids, stopped), = sampling.greedy_batch(model, [list(range(1, 30))], 8)  # context_length 32
+    assert len(ids) == 3 and not stopped
+
+
+@pytest.mark.parametrize("prompts, kwargs, message", [
+    ([[]], {}, r"prompts\[0\] is empty"),
+    ([[1], list(range(32))], {}, r"prompts\[1\] has 32 tokens; the context_length=32 leaves no room"),
+    ([[1]], {"batch_size": 0}, "batch_size must be an integer >= 1"),
+    ([[1]], {"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1"),
+])
+def test_greedy_batch_rejects_bad_arguments(model, prompts, kwargs, message):
+    kwargs = {"max_new_tokens": 4} | kwargs
+    with pytest.raises(ValueError, match=message):
+        sampling.greedy_batch(model, prompts, **kwargs)
+
+
+def test_greedy_batch_needs_a_context_length():
+    with pytest.raises(ValueError, match="model must have a context_length"):
+        sampling.greedy_batch(lstm.from_preset("tiny", vocab_size=VOCAB), [PROMPT], 4)
+
+
 # -- the compiled forward pass -----------------------------------------------
 
 # A one-token row makes Keras warn about a softmax over one key; that is the point of the case.
