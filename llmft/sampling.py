@@ -1,7 +1,9 @@
 """Text generation: greedy decoding, temperature, top-k and top-p sampling.
 
 Introduced in chapter 6 (6.6 generation); chapter 3 uses :func:`generate` to
-show what the pretrained models write. The model runs on the Keras backend;
+show what the pretrained models write. :func:`greedy_batch` decodes many
+prompts together (static or continuous batching, compared in 6.6); chapter
+6.4's replies go through it. The model runs on the Keras backend;
 the choice of the next token happens in numpy on the last position's
 logits, so a seed gives the same tokens on every backend.
 """
@@ -220,7 +222,8 @@ def generate(
     return new
 
 
-def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, continuous=True, multiple=16):
+def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, continuous=True, multiple=16,
+                 work=None):
     """Greedy continuations of many prompts, decoded together: a list of ``(new_ids, stopped)``.
 
     Up to ``batch_size`` prompts are decoded at once, one row each,
@@ -241,7 +244,12 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
     ``continuous=False`` the prompts go in fixed batches and each batch runs
     until its longest row is done (static batching, for comparison). Either
     way prompts go in order of length, so the rows decoded together have
-    similar widths.
+    similar widths. Without a KV cache a step costs about rows x width, and
+    the width is that of the longest row: continuous batching keeps every
+    row busy, but rows at different stages keep the width near its maximum,
+    while a static batch starts narrow and widens as it goes. Which one does
+    less work depends on how much the continuations' lengths vary
+    (``work`` counts it; chapter 6.6 measures both cases).
 
     Args:
         model: a causal language model with ``context_length`` (:class:`llmft.gpt.GPT`).
@@ -251,6 +259,8 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
         batch_size: most rows decoded at once (>= 1).
         continuous: refill finished rows (True) or decode fixed batches (False).
         multiple: the width of a step is rounded up to this (fewer shapes to trace).
+        work: a dict to fill with ``steps`` (model calls) and ``positions``
+            (the sum over steps of rows x width: the positions the model ran).
 
     Returns:
         list of ``(new_ids, stopped)`` in the order of ``prompts``.
@@ -287,6 +297,7 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
     for j in range(slots):
         start(j)
     done = np.zeros(slots, bool)  # static batching: finished, waiting for the rest of its batch
+    steps = positions = 0
     while (owner >= 0).any():
         active = np.flatnonzero((owner >= 0) & ~done)
         if continuous:
@@ -297,6 +308,7 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
             rows = np.flatnonzero(owner >= 0)  # the whole batch, finished rows included
         width = padded_width(lengths[rows], multiple, context)
         logits = last_logits(buf[rows, :width], lengths[rows] - 1)
+        steps, positions = steps + 1, positions + len(rows) * width
         for j, token in zip(rows, logits.argmax(-1)):
             if j not in active:
                 continue
@@ -317,6 +329,8 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
             owner[:], done[:] = -1, False
             for j in range(min(slots, len(waiting))):
                 start(j)
+    if work is not None:
+        work.update(steps=steps, positions=positions)
     return results
 
 

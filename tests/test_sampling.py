@@ -193,6 +193,20 @@ def test_greedy_batch_equals_decoding_each_prompt_alone(model, continuous):
     assert len({len(ids) for ids, _ in together}) > 2  # rows did finish at different steps
 
 
+def test_greedy_batch_counts_its_work(model):
+    # Two prompts of 3 tokens, one batch of 2 rows, 8 new tokens, no stop: 8 steps, the
+    # rows grow from 3 to 10 tokens, widths rounded up to 4: 4, 4, 8, 8, 8, 8, 12, 12.
+    for continuous in (True, False):
+        work = {}
+        sampling.greedy_batch(model, [[1, 2, 3], [4, 5, 6]], 8, batch_size=2, multiple=4, continuous=continuous,
+                              work=work)
+        assert work == {"steps": 8, "positions": 2 * (4 + 4 + 8 + 8 + 8 + 8 + 12 + 12)}
+    # One row at a time: the first prompt's 8 steps, then the second's.
+    work = {}
+    sampling.greedy_batch(model, [[1, 2, 3], [4, 5, 6]], 8, batch_size=1, multiple=4, work=work)
+    assert work == {"steps": 16, "positions": 2 * (4 + 4 + 8 + 8 + 8 + 8 + 12 + 12)}
+
+
 def test_greedy_batch_stops_at_the_context(model):
     (ids, stopped), = sampling.greedy_batch(model, [list(range(1, 30))], 8)  # context_length 32
     assert len(ids) == 3 and not stopped
