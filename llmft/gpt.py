@@ -350,7 +350,7 @@ class GPT(keras.Model):
         multiply-adds per position, against about 12 C^2 per block (the cpu
         profile's model: 384k against 4 x 197k, so the output layer is about a
         third of a full pass). Batched greedy decoding
-        (:func:`llmft.sft.generate_replies`) needs nothing else.
+        (:func:`llmft.sampling.greedy_batch`) needs nothing else.
         """
         hidden = self.hidden_states(token_ids)  # (B, T, C)
         index = ops.reshape(ops.cast(positions, "int32"), (-1, 1, 1))

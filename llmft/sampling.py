@@ -182,11 +182,7 @@ def generate(
     if vocab is not None and not all(0 <= t < vocab for t in tokens):
         raise ValueError(f"prompt_ids must be ids in [0, vocab_size={vocab}) (a tokenizer that matches the "
                          f"model); got {[t for t in tokens if not 0 <= t < vocab][:5]}")
-    iterable = hasattr(stop_ids, "__iter__") and not isinstance(stop_ids, (str, bytes))
-    stop = list(stop_ids) if iterable else None
-    if stop is None or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in stop):
-        raise ValueError(f"stop_ids must be a collection of integer ids; got {stop_ids!r:.80}")
-    stop = {int(s) for s in stop}
+    stop = _stop_set(stop_ids)
     if seed is not None and not isinstance(seed, np.random.Generator) and (
             isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ValueError(f"seed must be None, an integer >= 0 or a numpy Generator; got {seed!r:.80}")
@@ -220,6 +216,14 @@ def generate(
             caching = False  # the cache is full: slide the window instead
             logits = _window_logits(model, tokens, context)
     return new
+
+
+def _stop_set(stop_ids):
+    iterable = hasattr(stop_ids, "__iter__") and not isinstance(stop_ids, (str, bytes))
+    stop = list(stop_ids) if iterable else None
+    if stop is None or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in stop):
+        raise ValueError(f"stop_ids must be a collection of integer ids; got {stop_ids!r:.80}")
+    return {int(s) for s in stop}
 
 
 def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, continuous=True, multiple=16,
@@ -273,13 +277,17 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
         raise ValueError("model must have a context_length (a causal model such as llmft.gpt.GPT)")
     context = int(context)
     prompts = [[int(t) for t in p] for p in prompts]
+    vocab = getattr(model, "vocab_size", None)
     for i, ids in enumerate(prompts):
         if not ids:
             raise ValueError(f"prompts[{i}] is empty; a prompt needs at least one token")
         if len(ids) >= context:
             raise ValueError(f"prompts[{i}] has {len(ids)} tokens; the context_length={context} "
                              "leaves no room for a reply")
-    stop = {int(t) for t in stop_ids}
+        if vocab is not None and not all(0 <= t < vocab for t in ids):
+            raise ValueError(f"prompts[{i}] must be ids in [0, vocab_size={vocab}); "
+                             f"got {[t for t in ids if not 0 <= t < vocab][:5]}")
+    stop = _stop_set(stop_ids)
     last_logits = last_logits_fn(model)  # one trace for every batch shape
     waiting = list(np.argsort([len(p) for p in prompts], kind="stable")[::-1])  # pop() takes the shortest
     slots = min(batch_size, len(prompts))

@@ -217,6 +217,8 @@ def test_greedy_batch_stops_at_the_context(model):
     ([[1], list(range(32))], {}, r"prompts\[1\] has 32 tokens; the context_length=32 leaves no room"),
     ([[1]], {"batch_size": 0}, "batch_size must be an integer >= 1"),
     ([[1]], {"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1"),
+    ([[1], [2, VOCAB]], {}, r"prompts\[1\] must be ids in \[0, vocab_size=50\); got \[50\]"),
+    ([[1]], {"stop_ids": 3}, "stop_ids must be a collection of integer ids"),
 ])
 def test_greedy_batch_rejects_bad_arguments(model, prompts, kwargs, message):
     kwargs = {"max_new_tokens": 4} | kwargs
