@@ -23,7 +23,7 @@ import time
 import keras
 import numpy as np
 
-from llmft import heads
+from llmft import heads, padding
 from llmft.checks import check_int
 from llmft.train import build_before_fit, finetune_optimizer
 
@@ -42,16 +42,6 @@ def encode(tokenizer, examples, *, max_length):
         raise ValueError("examples must not be empty")
     ids = tokenizer.encode_batch([ex.text for ex in examples], max_length=max_length, padding="max_length")
     return ids["input_ids"], np.array([ex.label for ex in examples], dtype="int32")
-
-
-def _lengths(ids, pad_id=0):
-    return (np.asarray(ids) != pad_id).sum(axis=1)
-
-
-def _width(rows_ids, multiple):
-    # Round the batch width up so that only a few distinct shapes occur.
-    longest = max(int(_lengths(rows_ids).max()), 1)
-    return min(-(-longest // multiple) * multiple, rows_ids.shape[1])
 
 
 def batch_indices(lengths, *, batch_size, shuffle, seed=0, bucket=True):
@@ -93,7 +83,7 @@ def batches(x, y, *, batch_size=32, shuffle=False, seed=0, bucket=True, multiple
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"x and y must be non-empty with the same length; got {len(x)} and {len(y)}")
-    lengths = _lengths(x) if bucket else np.zeros(len(x), int)
+    lengths = padding.lengths(x) if bucket else np.zeros(len(x), int)
     epoch = [0]
 
     def generate():
@@ -101,7 +91,7 @@ def batches(x, y, *, batch_size=32, shuffle=False, seed=0, bucket=True, multiple
         epoch[0] += 1
         for rows in groups:
             xb = x[rows]
-            yield (xb[:, :_width(xb, multiple)] if bucket else xb), y[rows]
+            yield (xb[:, :padding.batch_width(xb, multiple)] if bucket else xb), y[rows]
 
     spec_x = tf.TensorSpec((None,) * x.ndim, tf.as_dtype(x.dtype))
     spec_y = tf.TensorSpec((None,), tf.as_dtype(y.dtype))
@@ -178,12 +168,12 @@ def _compiled(fn):
 
 def _sorted_apply(fn, x, batch_size, bucket):
     x = np.asarray(x)
-    lengths = _lengths(x) if bucket else np.zeros(len(x), int)
+    lengths = padding.lengths(x) if bucket else np.zeros(len(x), int)
     order = np.argsort(lengths, kind="stable")
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[order[i:i + batch_size]]
-        xb = xb[:, :_width(xb, 8)] if bucket else xb
+        xb = xb[:, :padding.batch_width(xb, 8)] if bucket else xb
         out.append(keras.ops.convert_to_numpy(fn(xb.astype("int32"))))
     result = np.concatenate(out)
     restored = np.empty_like(result)

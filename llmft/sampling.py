@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
+from llmft import padding
 from llmft.checks import check_int
 
 STRATEGIES = ("greedy", "sample")
@@ -314,7 +315,7 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
             rows = np.concatenate([active, np.flatnonzero(owner < 0)])[:bucket(len(active), slots, 1)]
         else:
             rows = np.flatnonzero(owner >= 0)  # the whole batch, finished rows included
-        width = padded_width(lengths[rows], multiple, context)
+        width = padding.width(lengths[rows], multiple, context)
         logits = last_logits(buf[rows, :width], lengths[rows] - 1)
         steps, positions = steps + 1, positions + len(rows) * width
         for j, token in zip(rows, logits.argmax(-1)):
@@ -340,16 +341,6 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
     if work is not None:
         work.update(steps=steps, positions=positions)
     return results
-
-
-def padded_width(lengths, multiple, cap):
-    """The width of a batch of right-padded rows: the longest length rounded up to ``multiple``, at most ``cap``.
-
-    Example:
-        >>> padded_width(np.array([3, 17, 9]), 8, 128), padded_width(np.array([120]), 16, 128)
-        (24, 128)
-    """
-    return min(-(-int(max(lengths.max(), 1)) // multiple) * multiple, cap)
 
 
 def cache_length(prompt_length, max_new_tokens, context_length, multiple=64):

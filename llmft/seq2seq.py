@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from llmft import finetune
+from llmft import finetune, padding
 from llmft.checks import check_dropout, check_int
 from llmft.train import build_before_fit, finetune_optimizer
 
@@ -309,10 +309,6 @@ def teacher_forcing(target_ids, pad_id=0):
     return target_ids[:, :-1], labels, (labels != pad_id).astype("float32")
 
 
-def _width(ids, multiple=8):
-    return min(-(-max(int((ids != 0).sum(axis=1).max()), 1) // multiple) * multiple, ids.shape[1])
-
-
 def _batches(source, target, batch_size, seed, shuffle, fixed=False):
     """A ``tf.data`` pipeline of ``((src, dec_in), labels, weights)``, bucketed by length.
 
@@ -331,7 +327,7 @@ def _batches(source, target, batch_size, seed, shuffle, fixed=False):
             for rows in groups:
                 src, tgt = source[rows], target[rows]
                 if not fixed:
-                    src, tgt = src[:, :_width(src)], tgt[:, :_width(tgt) + 1]
+                    src, tgt = src[:, :padding.batch_width(src)], tgt[:, :padding.batch_width(tgt) + 1]
                 yield (src, *teacher_forcing(tgt)[:1]), *teacher_forcing(tgt)[1:]
             if not shuffle:
                 return
@@ -501,7 +497,7 @@ def greedy_decode(model, source_ids, *, bos_id, eos_id, max_length, batch_size=2
     sequences, scores = [], []
     for i in range(0, len(source_ids), batch_size):
         src = source_ids[i:i + batch_size]
-        src = src[:, :_width(src, 1)]
+        src = src[:, :padding.batch_width(src, 1)]
         memory = encode(src)  # (B, S, C): the encoder runs once per source
         tokens = np.full((len(src), max_length + 1), model.pad_id, "int32")
         tokens[:, 0] = bos_id
@@ -559,7 +555,7 @@ def beam_search(model, source_ids, *, bos_id, eos_id, max_length, beam_size=4, l
     sequences, best_scores = [], []
     for i in range(0, len(source_ids), batch_size):
         src = source_ids[i:i + batch_size]
-        src = src[:, :_width(src, 1)]
+        src = src[:, :padding.batch_width(src, 1)]
         B = len(src)
         src_k = np.repeat(src, K, axis=0)  # (B*K, S): row b*K + k is beam k of item b
         memory = ops.repeat(encode(src), K, axis=0)  # (B*K, S, C)

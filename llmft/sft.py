@@ -30,7 +30,7 @@ import time
 import keras
 import numpy as np
 
-from llmft import sampling, tokenizers
+from llmft import padding, sampling, tokenizers
 from llmft.checks import check_int
 from llmft.finetune import batch_indices
 from llmft.train import build_before_fit, finetune_optimizer
@@ -226,7 +226,7 @@ def answer_loss(model, x, y, w, *, batch_size=32, pad_id=0):
         weight = w[rows].sum()
         if weight == 0:
             continue
-        width = sampling.padded_width(lengths[rows], 8, x.shape[1])
+        width = padding.width(lengths[rows], 8, x.shape[1])
         logits = model(x[rows, :width], training=False)
         total += masked_loss(logits, y[rows, :width], w[rows, :width]) * weight
     return total / w.sum()
@@ -252,7 +252,7 @@ def sft_batches(x, y, w, *, batch_size=32, shuffle=False, seed=0, multiple=8, pa
         groups = batch_indices(lengths, batch_size=batch_size, shuffle=shuffle, seed=seed + epoch[0])
         epoch[0] += 1
         for rows in groups:
-            width = sampling.padded_width(lengths[rows], multiple, x.shape[1])
+            width = padding.width(lengths[rows], multiple, x.shape[1])
             yield x[rows, :width], y[rows, :width], w[rows, :width]
 
     spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32),
@@ -265,7 +265,7 @@ def padding_share(x, *, batch_size=32, multiple=8, bucket=True, pad_id=0):
     """Share of the token slots in the batches that are padding (bucketed or not)."""
     lengths = (np.asarray(x) != pad_id).sum(1)
     groups = batch_indices(lengths, batch_size=batch_size, shuffle=True, seed=0, bucket=bucket)
-    slots = sum(len(g) * sampling.padded_width(lengths[g], multiple, x.shape[1]) for g in groups)
+    slots = sum(len(g) * padding.width(lengths[g], multiple, x.shape[1]) for g in groups)
     return 1.0 - lengths.sum() / slots
 
 

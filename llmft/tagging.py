@@ -34,7 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from llmft import finetune, heads
+from llmft import finetune, heads, padding
 from llmft.checks import check_dropout, check_int
 from llmft.train import build_before_fit, finetune_optimizer
 
@@ -436,11 +436,6 @@ def bilstm_tagger(*, vocab_size, num_tags, embedding_dim=128, units=128, dropout
     return keras.Model(ids, keras.layers.Dense(num_tags, name="head")(x), name="bilstm_tagger")
 
 
-def _batch_width(xb, multiple=8):
-    longest = max(int((xb != 0).sum(axis=1).max()), 1)
-    return min(-(-longest // multiple) * multiple, xb.shape[1])
-
-
 def _dataset(x, y, batch_size, seed):
     import tensorflow as tf
 
@@ -450,7 +445,7 @@ def _dataset(x, y, batch_size, seed):
         groups = finetune.batch_indices(lengths, batch_size=batch_size, shuffle=True, seed=seed + epoch[0])
         epoch[0] += 1
         for rows in groups:
-            width = _batch_width(x[rows])
+            width = padding.batch_width(x[rows])
             yield x[rows][:, :width], y[rows][:, :width]
 
     spec = tf.TensorSpec((None, None), tf.int32)
@@ -493,7 +488,7 @@ def predict_log_probs(model, x, *, batch_size=128):
     out = None
     for i in range(0, len(x), batch_size):
         rows = order[i:i + batch_size]
-        width = _batch_width(x[rows])
+        width = padding.batch_width(x[rows])
         log_probs = ops.convert_to_numpy(fn(x[rows][:, :width]))
         if out is None:
             out = np.zeros(x.shape + log_probs.shape[-1:], "float32")
