@@ -178,19 +178,37 @@ def test_cache_and_no_cache_agree_around_the_cache_length(new_tokens):
 
 # -- batched greedy decoding ------------------------------------------------
 
-# The random model mostly repeats a prompt's last token: with these stop ids some continuations
-# stop at once, some after two tokens (24, 24, then 6), the others run to max_new_tokens.
-STOP = (6, 21, 29)
+class Counting:
+    """A stand-in causal model whose next token is always the last token + 1 (mod VOCAB)."""
+
+    vocab_size, context_length = VOCAB, 32
+
+    def __call__(self, ids, training=False):
+        return np.eye(VOCAB, dtype="float32")[(np.asarray(ids) + 1) % VOCAB]  # (B, T, V)
 
 
 @pytest.mark.parametrize("continuous", [True, False])
-def test_greedy_batch_equals_decoding_each_prompt_alone(model, continuous):
-    prompts = [PROMPT[:n] + [20 + n] for n in (4, 0, 2, 5, 1, 3, 0, 4)] + [list(range(10, 30))]
-    together = sampling.greedy_batch(model, prompts, 8, stop_ids=STOP, batch_size=3, continuous=continuous)
+def test_greedy_batch_equals_decoding_each_prompt_alone(continuous):
+    # Counting up from a prompt's last token to the stop id 12 takes a known number of steps,
+    # so with 3 rows the rows finish at different steps (0 to 8 new tokens) and get refilled.
+    counting = Counting()
+    prompts = [PROMPT[:n] + [last] for n, last in zip((4, 0, 2, 5, 1, 3, 0, 4, 2), (9, 11, 3, 7, 10, 5, 12, 1, 8))]
+    together = sampling.greedy_batch(counting, prompts, 8, stop_ids=[12], batch_size=3, continuous=continuous)
     for prompt, (ids, stopped) in zip(prompts, together):
-        alone = sampling.generate(model, prompt, 8, stop_ids=STOP, use_cache=False)
+        alone = sampling.generate(counting, prompt, 8, stop_ids=[12], use_cache=False)
+        expected = list(range(prompt[-1] + 1, 12 if prompt[-1] < 12 else VOCAB))[:8]
+        assert ids == alone == expected
+        assert stopped == (len(alone) < 8)
+    assert len({len(ids) for ids, _ in together}) == 7
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_greedy_batch_with_a_gpt_equals_decoding_each_prompt_alone(model, continuous):
+    prompts = [PROMPT[:n] + [20 + n] for n in (4, 0, 2, 5, 1, 3, 0, 4)] + [list(range(10, 30))]
+    together = sampling.greedy_batch(model, prompts, 8, stop_ids=(6, 21, 29), batch_size=3, continuous=continuous)
+    for prompt, (ids, stopped) in zip(prompts, together):
+        alone = sampling.generate(model, prompt, 8, stop_ids=(6, 21, 29), use_cache=False)
         assert (ids, stopped) == (alone, len(alone) < 8)
-    assert len({len(ids) for ids, _ in together}) > 2  # rows did finish at different steps
 
 
 def test_greedy_batch_counts_its_work(model):
