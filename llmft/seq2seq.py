@@ -318,7 +318,7 @@ def _batches(source, target, batch_size, seed, shuffle, fixed=False):
     """
     import tensorflow as tf
 
-    lengths, epoch = (target != 0).sum(axis=1), [0]
+    lengths, epoch = padding.lengths(target), [0]
 
     def generate():
         while True:

@@ -220,7 +220,7 @@ def answer_loss(model, x, y, w, *, batch_size=32, pad_id=0):
         raise ValueError(f"x, y and w must be 2-D arrays of one shape; got {x.shape}, {y.shape}, {w.shape}")
     if not w.sum() > 0:
         raise ValueError(f"w must have a positive sum; got {w.sum()!r}")
-    lengths = (x != pad_id).sum(1)
+    lengths = padding.lengths(x, pad_id)
     total = 0.0
     for rows in batch_indices(lengths, batch_size=batch_size, shuffle=False):  # similar lengths together
         weight = w[rows].sum()
@@ -245,7 +245,7 @@ def sft_batches(x, y, w, *, batch_size=32, shuffle=False, seed=0, multiple=8, pa
     check_int("pad_id", pad_id, minimum=0)
     if not (len(x) == len(y) == len(w)) or len(x) == 0:
         raise ValueError(f"x, y and w must be non-empty with the same length; got {len(x)}, {len(y)}, {len(w)}")
-    lengths = (np.asarray(x) != pad_id).sum(1)
+    lengths = padding.lengths(x, pad_id)
     epoch = [0]
 
     def generate():
@@ -263,7 +263,7 @@ def sft_batches(x, y, w, *, batch_size=32, shuffle=False, seed=0, multiple=8, pa
 
 def padding_share(x, *, batch_size=32, multiple=8, bucket=True, pad_id=0):
     """Share of the token slots in the batches that are padding (bucketed or not)."""
-    lengths = (np.asarray(x) != pad_id).sum(1)
+    lengths = padding.lengths(x, pad_id)
     groups = batch_indices(lengths, batch_size=batch_size, shuffle=True, seed=0, bucket=bucket)
     slots = sum(len(g) * padding.width(lengths[g], multiple, x.shape[1]) for g in groups)
     return 1.0 - lengths.sum() / slots

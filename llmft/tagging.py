@@ -439,7 +439,7 @@ def bilstm_tagger(*, vocab_size, num_tags, embedding_dim=128, units=128, dropout
 def _dataset(x, y, batch_size, seed):
     import tensorflow as tf
 
-    lengths, epoch = (x != 0).sum(axis=1), [0]
+    lengths, epoch = padding.lengths(x), [0]
 
     def generate():
         groups = finetune.batch_indices(lengths, batch_size=batch_size, shuffle=True, seed=seed + epoch[0])
@@ -484,7 +484,7 @@ def predict_log_probs(model, x, *, batch_size=128):
         fn = tf.function(lambda xb: ops.log_softmax(ref()(xb, training=False), axis=-1),
                          input_signature=[tf.TensorSpec((None, None), tf.int32)])
         _PREDICT_FNS[model] = fn
-    order = np.argsort((x != 0).sum(axis=1), kind="stable")
+    order = np.argsort(padding.lengths(x), kind="stable")
     out = None
     for i in range(0, len(x), batch_size):
         rows = order[i:i + batch_size]
@@ -513,7 +513,7 @@ def decode_tags(log_probs, x, *, decode="argmax", names=None):
     if log_probs.shape[:2] != x.shape:
         raise ValueError(f"log_probs must be (N, T, K) for x of shape {x.shape}; got {log_probs.shape}")
     if decode == "viterbi":
-        out = viterbi_decode(log_probs, (x != 0).sum(axis=1), names)
+        out = viterbi_decode(log_probs, padding.lengths(x), names)
     else:
         out = log_probs.argmax(axis=-1).astype("int32")
     out[x == 0] = IGNORE
