@@ -69,12 +69,14 @@ class CausalSelfAttention(keras.layers.Layer):
         self.qkv.build(input_shape)
         self.attn_out.build(input_shape)
 
-    def forward(self, x, training=False, cache=None, cache_index=0):
+    def forward(self, x, training=False, cache=None, cache_index=0, row_positions=None):
         """Return ``(output, attention_weights, new_cache)``.
 
         ``cache`` is ``None`` for a plain causal pass, or this layer's
         ``(B, 2, H, S, D)`` keys/values; the new keys and values of ``x`` are
-        written at positions ``cache_index ... cache_index + T - 1``.
+        written at positions ``cache_index ... cache_index + T - 1``. With
+        ``row_positions`` (B,) instead, ``x`` is one token per row (T = 1) and
+        row ``b`` is at its own position ``row_positions[b]``.
         """
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         qkv = self.qkv(x)  # (B, T, 3C)
@@ -86,7 +88,16 @@ class CausalSelfAttention(keras.layers.Layer):
         q, k, v = ops.unstack(qkv, 3, axis=0)  # each (B, H, T, D)
 
         query_pos = ops.arange(length) + cache_index  # (T,)
-        if cache is None:
+        if row_positions is not None:
+            slots = ops.arange(ops.shape(cache)[3])  # (S,)
+            here = slots[None, :] == row_positions[:, None]  # (B, S): the slot each row writes
+            update = ops.stack([k, v], axis=1)  # (B, 2, H, 1, D)
+            # A select over the whole cache, not a scatter: one fused pass under XLA on every backend.
+            new_cache = ops.where(here[:, None, None, :, None], update, cache)
+            k, v = new_cache[:, 0], new_cache[:, 1]  # (B, H, S, D)
+            # Slots after a row's position are stale (an earlier prompt of that row) or zeros.
+            mask = (slots[None, :] <= row_positions[:, None])[:, None, None, :]  # (B, 1, 1, S)
+        elif cache is None:
             key_pos = ops.arange(length)
             new_cache = None
         else:
@@ -96,7 +107,8 @@ class CausalSelfAttention(keras.layers.Layer):
             # Slots after the current position are zeros (or stale); the
             # causal mask below hides them, so no separate padding mask.
             key_pos = ops.arange(ops.shape(cache)[3])
-        mask = key_pos[None, :] <= query_pos[:, None]  # (T, T) or (T, S)
+        if row_positions is None:
+            mask = key_pos[None, :] <= query_pos[:, None]  # (T, T) or (T, S)
 
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))  # (B, H, T, S)
         # Softmax in float32: under mixed precision float16 would overflow
@@ -167,10 +179,10 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_in.build(input_shape)
         self.mlp_out.build((*input_shape[:-1], self.mlp_dim))
 
-    def forward(self, x, training=False, cache=None, cache_index=0):
+    def forward(self, x, training=False, cache=None, cache_index=0, row_positions=None):
         """Return ``(output, attention_weights, new_cache)``; see CausalSelfAttention."""
         h, weights, new_cache = self.attn.forward(
-            self.ln_1(x), training=training, cache=cache, cache_index=cache_index
+            self.ln_1(x), training=training, cache=cache, cache_index=cache_index, row_positions=row_positions
         )
         x = x + self.resid_dropout_1(h, training=training)  # (B, T, C)
         h = self.mlp_out(self.mlp_in(self.ln_2(x)))  # (B, T, C) via (B, T, mlp_dim)
@@ -446,29 +458,112 @@ class GPT(keras.Model):
         logits = self._logits(self.final_norm(x))  # (B, T, V)
         return logits, ops.stack(new_caches, axis=1)  # (B, L, 2, H, S, D)
 
-    def _jax_cached_step(self, token_ids, cache, cache_index):
-        """One token of :meth:`_cached_forward` through ``jax.jit``, compiled once per cache shape.
+    def call_rows_with_cache(self, token_ids, cache, positions, *, compiled=True):
+        """One new token per row, row ``b`` at its own position ``positions[b]``: ``(logits (B, V), new_cache)``.
 
-        The weights are arguments (a ``keras.StatelessScope`` maps each
-        variable to its value inside the trace), so training or
-        ``enable_lora`` after the first call is seen; ``cache_index`` is a
-        traced scalar, so the steps of a generation share one compilation.
+        :meth:`call_with_cache` moves every row to the same position;
+        here each row of the cache is its own sequence, as continuous
+        batching needs (:func:`llmft.sampling.greedy_batch`: a row that
+        finishes takes the next prompt while the others go on). Row ``b``'s
+        key and value are written at slot ``positions[b]`` and it attends to
+        slots ``0 ... positions[b]``, which must hold that row's earlier
+        tokens; later slots are hidden, so whatever an earlier sequence of
+        the row left there does not matter. Logits equal the full forward
+        pass's at that position (up to float rounding).
+
+        On TensorFlow it runs an XLA-compiled function traced once per model
+        (and cache dtype); on JAX a ``jax.jit`` of it; elsewhere eagerly.
+
+        Args:
+            token_ids: (B,) ids, one new token per row.
+            cache: (B, num_layers, 2, H, S, D) from :meth:`init_cache` or a previous call.
+            positions: (B,) integers in ``[0, S)``.
+            compiled: ``False`` runs eagerly.
         """
-        if "_llmft_jax_cached_step" not in self.__dict__:
+        ids = np.asarray(token_ids)
+        where = np.asarray(positions)
+        shape = tuple(cache.shape)
+        if ids.ndim != 1 or not len(ids) or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"token_ids must be a 1-D array of integer ids, one per row; got shape {ids.shape}")
+        if len(shape) != 6 or shape[0] != len(ids) or shape[4] is None:
+            raise ValueError(f"cache must come from init_cache({len(ids)}, ...); got shape {shape}")
+        if where.shape != ids.shape or not np.issubdtype(where.dtype, np.integer) \
+                or where.min() < 0 or where.max() >= shape[4]:
+            raise ValueError(f"positions must be {len(ids)} integers in [0, {shape[4]}) (the cache length); "
+                             f"got {where.tolist()[:8]}")
+        if not self.built:
+            self.build((len(ids), 1))
+        ids, where = ids.astype("int32"), where.astype("int32")
+        if compiled and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            function = self._compiled_rows_call(cache.dtype)
+            return function(tf.constant(ids), tf.convert_to_tensor(cache), tf.constant(where))
+        if compiled and keras.backend.backend() == "jax":
+            return self._jax_jit("_rows_forward")(ids, cache, where)
+        return self._rows_forward(ids, cache, where)
+
+    def _rows_forward(self, token_ids, cache, positions):
+        """The pass of :meth:`call_rows_with_cache` (eager, or traced)."""
+        x = self.token_embedding(token_ids[:, None]) + self.position_embedding(positions)[:, None, :]  # (B, 1, C)
+        new_caches = []
+        for i, block in enumerate(self.blocks):
+            x, _, layer_cache = block.forward(x, cache=cache[:, i], row_positions=positions)
+            new_caches.append(layer_cache)  # (B, 2, H, S, D)
+        logits = self._logits(self.final_norm(x))[:, 0]  # (B, V)
+        return logits, ops.stack(new_caches, axis=1)  # (B, L, 2, H, S, D)
+
+    def _compiled_rows_call(self, dtype):
+        """:meth:`_rows_forward` as an XLA-compiled concrete function, kept per cache dtype and weight count."""
+        import tensorflow as tf
+
+        dtype = tf.as_dtype(dtype)
+        calls = self.__dict__.setdefault("_llmft_rows_calls", {})
+        key = (dtype.name, len(self.weights))  # enable_lora adds weights: a fresh trace then
+        if key not in calls:
+            signature = [
+                tf.TensorSpec((None,), tf.int32),
+                tf.TensorSpec((None, self.num_layers, 2, self.num_heads, None, self.head_dim), dtype),
+                tf.TensorSpec((None,), tf.int32),
+            ]
+            calls[key] = tf.function(self._rows_forward, input_signature=signature,
+                                     jit_compile=True).get_concrete_function()
+        return calls[key]
+
+    def _jax_jit(self, method):
+        """``jax.jit`` of ``getattr(self, method)`` with the weights as arguments, made once per model.
+
+        A ``keras.StatelessScope`` maps each variable to its value inside the
+        trace, so training or ``enable_lora`` after the first call is seen.
+        Integer arguments become int32 arrays (traced, not constants).
+        """
+        jitted = self.__dict__.setdefault("_llmft_jax_jit", {})
+        if method not in jitted:
             import jax
 
-            def step(trainable, non_trainable, ids, layer_cache, index):
+            def run(trainable, non_trainable, *args):
                 mapping = list(zip(self.trainable_variables, trainable)) + \
                     list(zip(self.non_trainable_variables, non_trainable))
                 with keras.StatelessScope(state_mapping=mapping):
-                    return self._cached_forward(ids, layer_cache, index)
+                    return getattr(self, method)(*args)
 
-            self.__dict__["_llmft_jax_cached_step"] = jax.jit(step)
+            jitted[method] = jax.jit(run)
         import jax.numpy as jnp
 
-        return self.__dict__["_llmft_jax_cached_step"](
-            [v.value for v in self.trainable_variables], [v.value for v in self.non_trainable_variables],
-            jnp.asarray(token_ids, jnp.int32), cache, jnp.asarray(cache_index, jnp.int32))
+        def call(*args):
+            args = [jnp.asarray(a, jnp.int32) if isinstance(a, (int, np.integer)) or (
+                isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.integer)) else a for a in args]
+            return jitted[method]([v.value for v in self.trainable_variables],
+                                  [v.value for v in self.non_trainable_variables], *args)
+
+        return call
+
+    def _jax_cached_step(self, token_ids, cache, cache_index):
+        """One token of :meth:`_cached_forward` through ``jax.jit``, compiled once per cache shape.
+
+        ``cache_index`` is a traced scalar, so the steps of a generation share one compilation.
+        """
+        return self._jax_jit("_cached_forward")(np.asarray(token_ids), cache, int(cache_index))
 
     def _compiled_cached_call(self, single_token, dtype, new_sequence):
         """A compiled :meth:`_cached_forward`, traced once and kept; None off TensorFlow.

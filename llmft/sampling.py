@@ -227,21 +227,26 @@ def _stop_set(stop_ids):
     return {int(s) for s in stop}
 
 
-def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, continuous=True, multiple=16,
-                 work=None):
+def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, continuous=True, use_cache=True,
+                 multiple=16, work=None):
     """Greedy continuations of many prompts, decoded together: a list of ``(new_ids, stopped)``.
 
-    Up to ``batch_size`` prompts are decoded at once, one row each,
-    right-padded; every step runs the model on those rows (cut to the
-    longest row so far, rounded up to ``multiple``), appends each row's most
-    likely next token at that row's end, and a row stops at a token of
-    ``stop_ids`` (not included; ``stopped`` is then True), at
-    ``max_new_tokens``, or at the model's context limit. The causal mask
-    makes padding to the right of a row invisible to it, so a row's tokens
-    do not depend on which rows share its steps (up to float rounding).
-    Each step computes the logits of each row's last position only
-    (:func:`last_logits_fn`); there is no KV cache, as rows sit at different
-    positions.
+    Up to ``batch_size`` prompts are decoded at once, one row each; each
+    step appends every row's most likely next token at that row's end, and
+    a row stops at a token of ``stop_ids`` (not included; ``stopped`` is
+    then True), at ``max_new_tokens``, or at the model's context limit. A
+    row's tokens do not depend on which rows share its steps (up to float
+    rounding).
+
+    With ``use_cache=True`` and a model that has ``call_rows_with_cache``
+    (:class:`llmft.gpt.GPT`), every row keeps its own KV cache and each step
+    runs one token per row, each row at its own position: a row first feeds
+    its prompt one token per step (while the other rows decode), then its
+    own new tokens. Otherwise (``use_cache=False``, or another model) there
+    is no cache: every step reruns the rows, right-padded and cut to the
+    longest row so far (rounded up to ``multiple``), and computes the
+    logits of each row's last position only (:func:`last_logits_fn`); the
+    causal mask makes the padding invisible.
 
     With ``continuous=True`` a finished row hands its place to the next
     prompt at once ("continuous batching", Yu et al. 2022, *Orca*), so short
@@ -253,8 +258,10 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
     the width is that of the longest row: continuous batching keeps every
     row busy, but rows at different stages keep the width near its maximum,
     while a static batch starts narrow and widens as it goes. Which one does
-    less work depends on how much the continuations' lengths vary
-    (``work`` counts it; chapter 6.6 measures both cases).
+    less work then depends on how much the continuations' lengths vary
+    (``work`` counts it; chapter 6.6 measures the cases). With the cache a
+    step costs one position per row (plus reading the cache), whatever the
+    rows' lengths.
 
     Args:
         model: a causal language model with ``context_length`` (:class:`llmft.gpt.GPT`).
@@ -263,9 +270,12 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
         stop_ids: token ids that end a continuation.
         batch_size: most rows decoded at once (>= 1).
         continuous: refill finished rows (True) or decode fixed batches (False).
-        multiple: the width of a step is rounded up to this (fewer shapes to trace).
+        use_cache: a KV cache per row, if the model has one.
+        multiple: without the cache, the width of a step is rounded up to
+            this (fewer shapes to trace).
         work: a dict to fill with ``steps`` (model calls) and ``positions``
-            (the sum over steps of rows x width: the positions the model ran).
+            (the sum over steps of rows x width: the positions the model ran;
+            with the cache the width is 1).
 
     Returns:
         list of ``(new_ids, stopped)`` in the order of ``prompts``.
@@ -289,19 +299,23 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
             raise ValueError(f"prompts[{i}] must be ids in [0, vocab_size={vocab}); "
                              f"got {[t for t in ids if not 0 <= t < vocab][:5]}")
     stop = _stop_set(stop_ids)
-    last_logits = last_logits_fn(model)  # one trace for every batch shape
     waiting = list(np.argsort([len(p) for p in prompts], kind="stable")[::-1])  # pop() takes the shortest
     slots = min(batch_size, len(prompts))
     buf = np.zeros((slots, context), "int32")
     owner = np.full(slots, -1)  # the prompt each row is decoding; -1: free
-    lengths, prompt_len, stopped = (np.zeros(slots, int) for _ in range(3))
+    lengths, prompt_len, stopped, fed = (np.zeros(slots, int) for _ in range(4))  # fed: tokens in the row's cache
     results = [None] * len(prompts)
+    caching = bool(use_cache) and hasattr(model, "call_rows_with_cache") and bool(prompts)
+    if caching:
+        cache = model.init_cache(slots, cache_length(max(map(len, prompts)), max_new_tokens, context))
+    else:
+        last_logits = last_logits_fn(model)  # one trace for every batch shape
 
     def start(j):
         r = waiting.pop()
         buf[j] = 0
         buf[j, :len(prompts[r])] = prompts[r]
-        owner[j], lengths[j], prompt_len[j], stopped[j] = r, len(prompts[r]), len(prompts[r]), False
+        owner[j], lengths[j], prompt_len[j], stopped[j], fed[j] = r, len(prompts[r]), len(prompts[r]), False, 0
 
     for j in range(slots):
         start(j)
@@ -309,18 +323,31 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
     steps = positions = 0
     while (owner >= 0).any():
         active = np.flatnonzero((owner >= 0) & ~done)
-        if continuous:
-            # A power-of-two number of rows (free rows fill up the rest): on JAX every new
-            # batch shape compiles again, and the last few prompts would make one per size.
-            rows = np.concatenate([active, np.flatnonzero(owner < 0)])[:bucket(len(active), slots, 1)]
+        if caching:
+            # Every row of the cache, one token each: a free or finished row feeds a dummy
+            # token at slot 0, which the row's next prompt overwrites before reading it.
+            rows = np.arange(slots)
+            where = np.zeros(slots, "int32")
+            where[active] = fed[active]
+            logits, cache = model.call_rows_with_cache(buf[rows, where], cache, where)
+            logits = np.asarray(ops.convert_to_numpy(logits))
+            fed[active] += 1
+            ready = active[fed[active] == lengths[active]]  # rows still feeding their prompt wait
+            steps, positions = steps + 1, positions + slots
         else:
-            rows = np.flatnonzero(owner >= 0)  # the whole batch, finished rows included
-        width = padding.width(lengths[rows], multiple, context)
-        logits = last_logits(buf[rows, :width], lengths[rows] - 1)
-        steps, positions = steps + 1, positions + len(rows) * width
-        for j, token in zip(rows, logits.argmax(-1)):
-            if j not in active:
-                continue
+            if continuous:
+                # A power-of-two number of rows (free rows fill up the rest): on JAX every new
+                # batch shape compiles again, and the last few prompts would make one per size.
+                rows = np.concatenate([active, np.flatnonzero(owner < 0)])[:bucket(len(active), slots, 1)]
+            else:
+                rows = np.flatnonzero(owner >= 0)  # the whole batch, finished rows included
+            width = padding.width(lengths[rows], multiple, context)
+            logits = last_logits(buf[rows, :width], lengths[rows] - 1)
+            steps, positions = steps + 1, positions + len(rows) * width
+            ready = active
+        next_ids = dict(zip(rows, logits.argmax(-1)))
+        for j in ready:
+            token = next_ids[j]
             if token in stop:
                 stopped[j] = True
             else:

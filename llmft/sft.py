@@ -338,9 +338,10 @@ def generate_replies(model, tokenizer, prompts, *, max_new_tokens, batch_size=64
     Each prompt is a conversation ending with a user turn; it is encoded
     with the chat template up to the ``<|assistant|>`` that opens the reply,
     and :func:`llmft.sampling.greedy_batch` continues all of them with
-    continuous batching (a finished row takes the next prompt at once), each
-    until ``<|end|>``, ``max_new_tokens`` or the context limit. A reply does
-    not depend on which prompts share its steps (up to float rounding).
+    continuous batching (a finished row takes the next prompt at once) and a
+    KV cache per row, each until ``<|end|>``, ``max_new_tokens`` or the
+    context limit. A reply does not depend on which prompts share its steps
+    (up to float rounding).
 
     Returns:
         list of ``(text, finished)``, in the order of ``prompts``: the reply

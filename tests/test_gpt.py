@@ -199,7 +199,7 @@ def test_compiled_cache_step_matches_eager_and_is_traced_once(model):
         eager, eager_cache = model.call_with_cache(x[:, i : i + 1], eager_cache, i, compiled=False)
         fast, fast_cache = model.call_with_cache(x[:, i : i + 1], fast_cache, i)
         np.testing.assert_allclose(to_numpy(fast), to_numpy(eager), atol=1e-5)
-        step = model.__dict__.get("_llmft_jax_cached_step")
+        step = model.__dict__.get("_llmft_jax_jit", {}).get("_cached_forward")
         if hasattr(step, "_cache_size"):  # jax's (private) count of compilations
             compilations.append(step._cache_size())
     np.testing.assert_allclose(to_numpy(fast_cache), to_numpy(eager_cache), atol=1e-5)
@@ -208,7 +208,7 @@ def test_compiled_cache_step_matches_eager_and_is_traced_once(model):
         model.call_with_cache(x[:, :3], model.init_cache(1, 16), 0)  # a new sequence, another length
         assert model.__dict__["_llmft_cached_calls"] == functions  # the same two functions, reused
     elif keras.backend.backend() == "jax":
-        assert "_llmft_jax_cached_step" in model.__dict__
+        assert "_cached_forward" in model.__dict__["_llmft_jax_jit"]
         # Other tests share this model (other cache shapes), so count only what
         # these steps added: the first may compile, the other positions reuse it.
         assert len(set(compilations)) <= 1, compilations
@@ -229,6 +229,60 @@ def test_compiled_cache_step_sees_lora_weights_added_after_the_first_trace():
     _, cache = fresh.call_with_cache(x[:, :5], fresh.init_cache(1), 0)
     step, _ = fresh.call_with_cache(x[:, 5:], cache, 5)
     np.testing.assert_allclose(to_numpy(step)[:, -1], full, atol=1e-4)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_rows_at_their_own_positions_equal_the_full_pass(compiled):
+    # Three rows of one cache, each its own sequence: row 0 starts at once, row 1 two steps
+    # later, row 2 first decodes another (stale) sequence, then starts over at slot 0.
+    keras.utils.set_random_seed(3)
+    fresh = gpt.from_preset("tiny", vocab_size=VOCAB)
+    seqs, stale = _ids(batch=3, length=12, seed=1), _ids(batch=1, length=6, seed=2)[0]
+    full = to_numpy(fresh(seqs))  # (3, 12, V)
+    cache = fresh.init_cache(3, 16)
+    starts = {0: 0, 1: 2, 2: 6}  # the step at which each row feeds its sequence's first token
+    for step in range(18):
+        where = np.array([max(step - starts[b], 0) if step - starts[b] < 12 else 0 for b in range(3)])
+        ids = seqs[np.arange(3), where]
+        if step < 6:  # row 2: the stale sequence, in slots 0..5
+            where[2], ids[2] = step, stale[step]
+        logits, cache = fresh.call_rows_with_cache(ids, cache, where, compiled=compiled)
+        for b in range(3):
+            if 0 <= step - starts[b] < 12:
+                np.testing.assert_allclose(to_numpy(logits)[b], full[b, step - starts[b]], atol=1e-5)
+    assert tuple(cache.shape) == (3, 2, 2, 2, 16, 16)
+
+
+def test_compiled_rows_step_sees_lora_weights_added_after_the_first_trace():
+    keras.utils.set_random_seed(1)
+    fresh = gpt.from_preset("tiny", vocab_size=VOCAB)
+    x = _ids(batch=2, length=5)
+
+    def last_logits():
+        cache = fresh.init_cache(2, 8)
+        for t in range(5):
+            logits, cache = fresh.call_rows_with_cache(x[:, t], cache, np.full(2, t))
+        return to_numpy(logits)
+
+    last_logits()  # traced and compiled without LoRA
+    for block in fresh.blocks:
+        block.mlp_in.enable_lora(2)
+        block.mlp_in.lora_kernel_b.assign(np.full(block.mlp_in.lora_kernel_b.shape, 0.05, "float32"))
+    np.testing.assert_allclose(last_logits(), to_numpy(fresh(x))[:, -1], atol=1e-4)
+
+
+@pytest.mark.parametrize("ids, positions, cache_shape, message", [
+    ([[1]], [0], (1, 2, 2, 2, 8, 16), "token_ids must be a 1-D array"),
+    ([], [], (0, 2, 2, 2, 8, 16), "token_ids must be a 1-D array"),
+    ([1.5], [0], (1, 2, 2, 2, 8, 16), "token_ids must be a 1-D array of integer ids"),
+    ([1, 2], [0, 1], (1, 2, 2, 2, 8, 16), r"cache must come from init_cache\(2, ...\)"),
+    ([1, 2], [0, 8], (2, 2, 2, 2, 8, 16), r"positions must be 2 integers in \[0, 8\).*got \[0, 8\]"),
+    ([1, 2], [0, -1], (2, 2, 2, 2, 8, 16), "positions must be 2 integers"),
+    ([1, 2], [0], (2, 2, 2, 2, 8, 16), "positions must be 2 integers"),
+])
+def test_rows_step_rejects_bad_arguments(model, ids, positions, cache_shape, message):
+    with pytest.raises(ValueError, match=message):
+        model.call_rows_with_cache(np.array(ids), np.zeros(cache_shape, "float32"), np.array(positions, "int64"))
 
 
 def test_cache_rejects_a_cache_of_the_wrong_rank(model):
