@@ -75,8 +75,11 @@ class CausalSelfAttention(keras.layers.Layer):
         ``cache`` is ``None`` for a plain causal pass, or this layer's
         ``(B, 2, H, S, D)`` keys/values; the new keys and values of ``x`` are
         written at positions ``cache_index ... cache_index + T - 1``. With
-        ``row_positions`` (B,) instead, ``x`` is one token per row (T = 1) and
-        row ``b`` is at its own position ``row_positions[b]``.
+        ``row_positions`` (B,) instead, ``x`` is one token per row (T = 1),
+        row ``b`` at its own position ``row_positions[b]``: it attends to its
+        cache slots before that position and to itself, the cache is only
+        read, and ``new_cache`` is the new keys and values, (B, 2, H, D), for
+        the caller to write at those positions (see ``GPT.call_rows_with_cache``).
         """
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         qkv = self.qkv(x)  # (B, T, 3C)
@@ -89,15 +92,8 @@ class CausalSelfAttention(keras.layers.Layer):
 
         query_pos = ops.arange(length) + cache_index  # (T,)
         if row_positions is not None:
-            slots = ops.arange(ops.shape(cache)[3])  # (S,)
-            here = slots[None, :] == row_positions[:, None]  # (B, S): the slot each row writes
-            update = ops.stack([k, v], axis=1)  # (B, 2, H, 1, D)
-            # A select over the whole cache, not a scatter: one fused pass under XLA on every backend.
-            new_cache = ops.where(here[:, None, None, :, None], update, cache)
-            k, v = new_cache[:, 0], new_cache[:, 1]  # (B, H, S, D)
-            # Slots after a row's position are stale (an earlier prompt of that row) or zeros.
-            mask = (slots[None, :] <= row_positions[:, None])[:, None, None, :]  # (B, 1, 1, S)
-        elif cache is None:
+            return self._rows_forward(q, k, v, cache, row_positions, x.dtype)
+        if cache is None:
             key_pos = ops.arange(length)
             new_cache = None
         else:
@@ -107,8 +103,7 @@ class CausalSelfAttention(keras.layers.Layer):
             # Slots after the current position are zeros (or stale); the
             # causal mask below hides them, so no separate padding mask.
             key_pos = ops.arange(ops.shape(cache)[3])
-        if row_positions is None:
-            mask = key_pos[None, :] <= query_pos[:, None]  # (T, T) or (T, S)
+        mask = key_pos[None, :] <= query_pos[:, None]  # (T, T) or (T, S)
 
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))  # (B, H, T, S)
         # Softmax in float32: under mixed precision float16 would overflow
@@ -120,6 +115,30 @@ class CausalSelfAttention(keras.layers.Layer):
         out = ops.matmul(dropped, v)  # (B, H, T, D)
         out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (batch, length, self.hidden_dim))
         return self.attn_out(out), weights, new_cache  # (B, T, C)
+
+    def _rows_forward(self, q, k, v, cache, row_positions, dtype):
+        """Attention of one token per row over that row's cached slots and itself.
+
+        The cache is read, never copied: writing the new key into a copy of
+        the cache first (as ``call_with_cache`` does) would move the whole
+        cache through memory at every step, which costs more than the
+        attention itself when many rows decode together.
+        """
+        cached_k, cached_v = cache[:, 0], cache[:, 1]  # (B, H, S, D)
+        slots = ops.arange(ops.shape(cache)[3])
+        # Slots from a row's position on are stale (an earlier prompt of that row) or zeros.
+        earlier = (slots[None, :] < row_positions[:, None])[:, None, None, :]  # (B, 1, 1, S)
+        # Products and sums, not matmul: with one query per row a batched matmul is B x H tiny
+        # matrix-vector products, which XLA on a CPU runs several times slower than one fused pass.
+        scores = ops.cast(ops.sum(q * cached_k, axis=-1), "float32")[:, :, None, :]  # (B, H, 1, S)
+        scores = ops.where(earlier, scores / math.sqrt(self.head_dim), -1e9)
+        own = ops.cast(ops.sum(q * k, axis=-1, keepdims=True), "float32") / math.sqrt(self.head_dim)  # (B, H, 1, 1)
+        weights = ops.softmax(ops.concatenate([scores, own], axis=-1), axis=-1)  # (B, H, 1, S + 1)
+        weights = ops.cast(weights, dtype)
+        out = ops.sum(ops.transpose(weights[..., :-1], (0, 1, 3, 2)) * cached_v, axis=2, keepdims=True) \
+            + weights[..., -1:] * v  # (B, H, 1, D)
+        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (ops.shape(q)[0], 1, self.hidden_dim))
+        return self.attn_out(out), weights, ops.stack([k[:, :, 0], v[:, :, 0]], axis=1)  # new: (B, 2, H, D)
 
     def call(self, x, training=False):
         return self.forward(x, training=training)[0]
@@ -464,21 +483,31 @@ class GPT(keras.Model):
         :meth:`call_with_cache` moves every row to the same position;
         here each row of the cache is its own sequence, as continuous
         batching needs (:func:`llmft.sampling.greedy_batch`: a row that
-        finishes takes the next prompt while the others go on). Row ``b``'s
-        key and value are written at slot ``positions[b]`` and it attends to
-        slots ``0 ... positions[b]``, which must hold that row's earlier
-        tokens; later slots are hidden, so whatever an earlier sequence of
-        the row left there does not matter. Logits equal the full forward
-        pass's at that position (up to float rounding).
+        finishes takes the next prompt while the others go on). Row ``b``
+        attends to its slots ``0 ... positions[b] - 1``, which must hold that
+        row's earlier tokens, and to itself; its key and value are then
+        written at slot ``positions[b]``. Later slots are never read, so
+        whatever an earlier sequence of the row left there does not matter.
+        Logits equal the full forward pass's at that position (up to float
+        rounding).
 
-        On TensorFlow it runs an XLA-compiled function traced once per model
-        (and cache dtype); on JAX a ``jax.jit`` of it; elsewhere eagerly.
+        The cache may be updated in place, so use only the returned one. On
+        JAX the old cache's buffer is donated to the new one (``jax.jit``
+        with ``donate_argnums``) and the write is a scatter in place. On
+        TensorFlow the pass and the write are one XLA-compiled function,
+        traced once per model (and cache dtype); a compiled function cannot
+        take over its input's buffer there, so every step writes a copy of
+        the whole cache, which on a 2-core CPU costs more than the pass itself
+        (64 rows, 128 slots: about 30 ms a step, 10 without the copy). A
+        ``tf.Variable`` updated by a scatter is no way out: the scatter puts
+        it in copy-on-read mode, and every later read copies it. Other
+        backends run eagerly.
 
         Args:
             token_ids: (B,) ids, one new token per row.
             cache: (B, num_layers, 2, H, S, D) from :meth:`init_cache` or a previous call.
             positions: (B,) integers in ``[0, S)``.
-            compiled: ``False`` runs eagerly.
+            compiled: ``False`` runs eagerly (and writes a copy).
         """
         ids = np.asarray(token_ids)
         where = np.asarray(positions)
@@ -494,27 +523,38 @@ class GPT(keras.Model):
         if not self.built:
             self.build((len(ids), 1))
         ids, where = ids.astype("int32"), where.astype("int32")
-        if compiled and keras.backend.backend() == "tensorflow":
+        backend = keras.backend.backend()
+        if compiled and backend == "tensorflow":
             import tensorflow as tf
 
-            function = self._compiled_rows_call(cache.dtype)
-            return function(tf.constant(ids), tf.convert_to_tensor(cache), tf.constant(where))
-        if compiled and keras.backend.backend() == "jax":
-            return self._jax_jit("_rows_forward")(ids, cache, where)
-        return self._rows_forward(ids, cache, where)
+            return self._compiled_rows_call(cache.dtype)(tf.constant(ids), tf.convert_to_tensor(cache),
+                                                         tf.constant(where))
+        if compiled and backend == "jax":
+            logits, new = self._jax_jit("_rows_forward")(ids, cache, where)
+            # Where each row's new key and value go: [b, layer, k/v, head, positions[b]].
+            grid = np.indices((len(ids), self.num_layers, 2, self.num_heads)).reshape(4, -1)
+            index = np.stack([*grid, where[grid[0]]], axis=1).astype("int32")  # (B * L * 2 * H, 5)
+            return logits, _jax_donating_scatter()(cache, index, ops.reshape(new, (-1, self.head_dim)))
+        return self._rows_step(ids, cache, where)
+
+    def _rows_step(self, token_ids, cache, positions):
+        """:meth:`_rows_forward`, then the new keys and values written into (a copy of) the cache."""
+        logits, new = self._rows_forward(token_ids, cache, positions)  # new: (B, L, 2, H, D)
+        here = ops.arange(ops.shape(cache)[4])[None, :] == positions[:, None]  # (B, S): the slot of each row
+        return logits, ops.where(here[:, None, None, None, :, None], new[:, :, :, :, None, :], cache)
 
     def _rows_forward(self, token_ids, cache, positions):
-        """The pass of :meth:`call_rows_with_cache` (eager, or traced)."""
+        """The pass of :meth:`call_rows_with_cache`: ``(logits (B, V), new keys/values (B, L, 2, H, D))``."""
         x = self.token_embedding(token_ids[:, None]) + self.position_embedding(positions)[:, None, :]  # (B, 1, C)
-        new_caches = []
+        new = []
         for i, block in enumerate(self.blocks):
-            x, _, layer_cache = block.forward(x, cache=cache[:, i], row_positions=positions)
-            new_caches.append(layer_cache)  # (B, 2, H, S, D)
+            x, _, kv = block.forward(x, cache=cache[:, i], row_positions=positions)
+            new.append(kv)  # (B, 2, H, D)
         logits = self._logits(self.final_norm(x))[:, 0]  # (B, V)
-        return logits, ops.stack(new_caches, axis=1)  # (B, L, 2, H, S, D)
+        return logits, ops.stack(new, axis=1)
 
     def _compiled_rows_call(self, dtype):
-        """:meth:`_rows_forward` as an XLA-compiled concrete function, kept per cache dtype and weight count."""
+        """:meth:`_rows_step` as an XLA-compiled concrete function, kept per cache dtype and weight count."""
         import tensorflow as tf
 
         dtype = tf.as_dtype(dtype)
@@ -526,7 +566,7 @@ class GPT(keras.Model):
                 tf.TensorSpec((None, self.num_layers, 2, self.num_heads, None, self.head_dim), dtype),
                 tf.TensorSpec((None,), tf.int32),
             ]
-            calls[key] = tf.function(self._rows_forward, input_signature=signature,
+            calls[key] = tf.function(self._rows_step, input_signature=signature,
                                      jit_compile=True).get_concrete_function()
         return calls[key]
 
@@ -603,6 +643,18 @@ class GPT(keras.Model):
         keys = ("vocab_size", "context_length", "num_layers", "num_heads", "hidden_dim",
                 "mlp_dim", "dropout", "tie_embeddings", "layer_norm_epsilon")
         return {**super().get_config(), **{key: getattr(self, key) for key in keys}}
+
+
+_DONATING_SCATTER = []
+
+
+def _jax_donating_scatter():
+    """``jax.jit`` of ``ops.scatter_update`` that donates its first argument: the update happens in place."""
+    if not _DONATING_SCATTER:
+        import jax
+
+        _DONATING_SCATTER.append(jax.jit(ops.scatter_update, donate_argnums=0))
+    return _DONATING_SCATTER[0]
 
 
 def from_preset(name, vocab_size, **overrides):
