@@ -119,10 +119,10 @@ class CausalSelfAttention(keras.layers.Layer):
     def _rows_forward(self, q, k, v, cache, row_positions, dtype):
         """Attention of one token per row over that row's cached slots and itself.
 
-        The cache is read, never copied: writing the new key into a copy of
-        the cache first (as ``call_with_cache`` does) would move the whole
-        cache through memory at every step, which costs more than the
-        attention itself when many rows decode together.
+        The cache is only read here, and the row's own key and value enter as
+        one more score: the caller writes them into the cache afterwards (in
+        place on JAX), instead of this pass writing them into a copy of the
+        whole cache first, as ``call_with_cache`` does.
         """
         cached_k, cached_v = cache[:, 0], cache[:, 1]  # (B, H, S, D)
         slots = ops.arange(ops.shape(cache)[3])

@@ -3,9 +3,10 @@
 Introduced in chapter 6 (6.6 generation); chapter 3 uses :func:`generate` to
 show what the pretrained models write. :func:`greedy_batch` decodes many
 prompts together (static or continuous batching, with or without a KV
-cache per row, compared in 6.6); chapter 6.4's replies go through it. The model runs on the Keras backend;
-the choice of the next token happens in numpy on the last position's
-logits, so a seed gives the same tokens on every backend.
+cache per row, compared in 6.6); chapter 6.4's replies go through it. The
+model runs on the Keras backend; the choice of the next token happens in
+numpy on the last position's logits, so a seed gives the same tokens on
+every backend.
 """
 
 from __future__ import annotations
