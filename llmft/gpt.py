@@ -90,9 +90,9 @@ class CausalSelfAttention(keras.layers.Layer):
         # a training step is ~10% faster on a 2-core CPU, bit for bit the same.
         q, k, v = ops.unstack(qkv, 3, axis=0)  # each (B, H, T, D)
 
-        query_pos = ops.arange(length) + cache_index  # (T,)
         if row_positions is not None:
-            return self._rows_forward(q, k, v, cache, row_positions, x.dtype)
+            return self._attend_rows(q, k, v, cache, row_positions, x.dtype)
+        query_pos = ops.arange(length) + cache_index  # (T,)
         if cache is None:
             key_pos = ops.arange(length)
             new_cache = None
@@ -116,7 +116,7 @@ class CausalSelfAttention(keras.layers.Layer):
         out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (batch, length, self.hidden_dim))
         return self.attn_out(out), weights, new_cache  # (B, T, C)
 
-    def _rows_forward(self, q, k, v, cache, row_positions, dtype):
+    def _attend_rows(self, q, k, v, cache, row_positions, dtype):
         """Attention of one token per row over that row's cached slots and itself.
 
         The cache is only read here, and the row's own key and value enter as
@@ -426,7 +426,8 @@ class GPT(keras.Model):
         per cache shape), longer inputs (the prompt) run as a graph with a
         free length. Per-token Python and eager-dispatch overhead would
         otherwise cost more than the small model's arithmetic. On JAX one
-        token at a time goes through ``jax.jit`` (``_jax_cached_step``).
+        token at a time goes through ``jax.jit`` (``_jax_jit``); the
+        traced ``cache_index`` lets the steps of a generation share one compilation.
         Other cases, and symbolic ``cache_index``, run the same code eagerly.
 
         Args:
@@ -461,7 +462,7 @@ class GPT(keras.Model):
                 return function(tf.convert_to_tensor(token_ids, tf.int32),
                                 tf.convert_to_tensor(cache), tf.constant(int(cache_index), tf.int32))
             if compiled and length == 1 and keras.backend.backend() == "jax":
-                return self._jax_cached_step(token_ids, cache, int(cache_index))
+                return self._jax_jit("_cached_forward")(np.asarray(token_ids), cache, int(cache_index))
         else:
             token_ids = self._prepare(token_ids)
         return self._cached_forward(token_ids, cache, cache_index)
@@ -597,13 +598,6 @@ class GPT(keras.Model):
                                   [v.value for v in self.non_trainable_variables], *args)
 
         return call
-
-    def _jax_cached_step(self, token_ids, cache, cache_index):
-        """One token of :meth:`_cached_forward` through ``jax.jit``, compiled once per cache shape.
-
-        ``cache_index`` is a traced scalar, so the steps of a generation share one compilation.
-        """
-        return self._jax_jit("_cached_forward")(np.asarray(token_ids), cache, int(cache_index))
 
     def _compiled_cached_call(self, single_token, dtype, new_sequence):
         """A compiled :meth:`_cached_forward`, traced once and kept; None off TensorFlow.
