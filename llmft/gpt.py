@@ -538,6 +538,97 @@ class GPT(keras.Model):
             return logits, _jax_donating_scatter()(cache, index, ops.reshape(new, (-1, self.head_dim)))
         return self._rows_step(ids, cache, where)
 
+    def prefill_rows(self, token_ids, cache, rows, *, compiled=True):
+        """Start new sequences in some rows of a per-row cache, all their first tokens in one pass: the new cache.
+
+        Row ``rows[i]`` of the cache becomes the sequence ``token_ids[i]``:
+        its keys and values at positions ``0 ... T - 1`` fill slots
+        ``0 ... T - 1``, the row's later slots become zeros, and the other
+        rows are left as they were. Continue a row with
+        :meth:`call_rows_with_cache` from its own length: slots at or after a
+        row's position are never read, so right padding in ``token_ids``
+        (rows of different lengths in one call) does no harm. One pass over
+        n x T tokens replaces T steps of one token per row, each of which
+        reads (and, on TensorFlow, copies) the whole cache; it is how a
+        prompt enters the cache in :func:`llmft.sampling.greedy_batch`.
+
+        The pass is the plain causal one of :meth:`call_with_cache`, so the
+        keys and values equal those that one token at a time would write
+        (up to float rounding). On TensorFlow it is a graph traced once per
+        model (and cache dtype) with free n and T, not XLA, which would
+        compile once per shape; on JAX it is ``jax.jit``-compiled and the
+        old cache's buffer is donated, as in :meth:`call_rows_with_cache`.
+        The cache may be updated in place, so use only the returned one.
+
+        Args:
+            token_ids: (n, T) ids, 1 <= T <= the cache length S.
+            cache: (B, num_layers, 2, H, S, D) from :meth:`init_cache` or a previous call.
+            rows: (n,) distinct rows of the cache, integers in ``[0, B)``.
+            compiled: ``False`` runs eagerly (and writes a copy).
+        """
+        ids = np.asarray(token_ids)
+        which = np.asarray(rows)
+        shape = tuple(cache.shape)
+        if len(shape) != 6 or shape[4] is None:
+            raise ValueError(f"cache must come from init_cache; got shape {shape}")
+        if ids.ndim != 2 or not ids.size or not np.issubdtype(ids.dtype, np.integer) or ids.shape[1] > shape[4]:
+            raise ValueError(f"token_ids must be a 2-D array of integer ids (n, T) with 1 <= T <= {shape[4]} "
+                             f"(the cache length); got shape {ids.shape}")
+        if which.shape != ids.shape[:1] or not np.issubdtype(which.dtype, np.integer) or which.min() < 0 \
+                or which.max() >= shape[0] or len(set(which.tolist())) != len(which):
+            raise ValueError(f"rows must be {len(ids)} distinct integers in [0, {shape[0]}) (the cache's rows); "
+                             f"got {which.tolist()[:8]}")
+        if not self.built:
+            self.build(ids.shape)
+        ids, which = ids.astype("int32"), which.astype("int32")
+        backend = keras.backend.backend()
+        if compiled and backend == "tensorflow":
+            import tensorflow as tf
+
+            return self._compiled_prefill_call(cache.dtype)(tf.constant(ids), tf.convert_to_tensor(cache),
+                                                            tf.constant(which))
+        if compiled and backend == "jax":
+            empty = ops.zeros((len(ids), 2, self.num_heads, shape[4], self.head_dim), cache.dtype)
+            kv = self._jax_jit("_prefill_kv")(ids, empty)
+            return _jax_donating_scatter()(cache, which[:, None], kv)
+        return self._prefill_step(ids, cache, which)
+
+    def _prefill_kv(self, token_ids, empty):
+        """Keys and values of ``token_ids`` (n, T) at positions 0 ... T - 1, in rows shaped like ``empty``.
+
+        ``empty``: zeros (n, 2, H, S, D), one layer's rows. Returns
+        (n, num_layers, 2, H, S, D), zeros from slot T on. The last block's
+        MLP runs for nothing, but skipping it would fork ``Block.forward``.
+        """
+        x = self._embed(token_ids, ops.arange(ops.shape(token_ids)[1]), training=False)  # (n, T, C)
+        kv = []
+        for block in self.blocks:
+            x, _, layer_kv = block.forward(x, cache=empty, cache_index=0)
+            kv.append(layer_kv)
+        return ops.stack(kv, axis=1)
+
+    def _prefill_step(self, token_ids, cache, rows):
+        """:meth:`_prefill_kv`, written over whole rows of (a copy of) the cache."""
+        empty = ops.zeros((ops.shape(token_ids)[0], 2, self.num_heads, ops.shape(cache)[4], self.head_dim),
+                          cache.dtype)
+        return ops.scatter_update(cache, rows[:, None], self._prefill_kv(token_ids, empty))
+
+    def _compiled_prefill_call(self, dtype):
+        """:meth:`_prefill_step` as a graph (free n and T), kept per cache dtype and weight count."""
+        import tensorflow as tf
+
+        dtype = tf.as_dtype(dtype)
+        calls = self.__dict__.setdefault("_llmft_prefill_calls", {})
+        key = (dtype.name, len(self.weights))  # enable_lora adds weights: a fresh trace then
+        if key not in calls:
+            signature = [
+                tf.TensorSpec((None, None), tf.int32),
+                tf.TensorSpec((None, self.num_layers, 2, self.num_heads, None, self.head_dim), dtype),
+                tf.TensorSpec((None,), tf.int32),
+            ]
+            calls[key] = tf.function(self._prefill_step, input_signature=signature).get_concrete_function()
+        return calls[key]
+
     def _rows_step(self, token_ids, cache, positions):
         """:meth:`_rows_forward`, then the new keys and values written into (a copy of) the cache."""
         logits, new = self._rows_forward(token_ids, cache, positions)  # new: (B, L, 2, H, D)

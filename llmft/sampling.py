@@ -229,7 +229,7 @@ def _stop_set(stop_ids):
 
 
 def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, continuous=True, use_cache=True,
-                 multiple=16, work=None):
+                 prefill=True, multiple=16, work=None):
     """Greedy continuations of many prompts, decoded together: a list of ``(new_ids, stopped)``.
 
     Up to ``batch_size`` prompts are decoded at once, one row each; each
@@ -241,9 +241,12 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
 
     With ``use_cache=True`` and a model that has ``call_rows_with_cache``
     (:class:`llmft.gpt.GPT`), every row keeps its own KV cache and each step
-    runs one token per row, each row at its own position: a row first feeds
-    its prompt one token per step (while the other rows decode), then its
-    own new tokens. Otherwise (``use_cache=False``, or another model) there
+    runs one token per row, each row at its own position. With ``prefill``
+    (and a model that has ``prefill_rows``), a row that takes a new prompt
+    first gets all of it but its last token in one pass (the rows that take
+    prompts at the same step share it), then feeds the last prompt token and
+    its own new tokens one step at a time; without, it feeds the whole
+    prompt one token per step while the other rows decode. Otherwise (``use_cache=False``, or another model) there
     is no cache: every step reruns the rows, right-padded and cut to the
     longest row so far (rounded up to ``multiple``), and computes the
     logits of each row's last position only (:func:`last_logits_fn`); the
@@ -272,11 +275,12 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
         batch_size: most rows decoded at once (>= 1).
         continuous: refill finished rows (True) or decode fixed batches (False).
         use_cache: a KV cache per row, if the model has one.
-        multiple: without the cache, the width of a step is rounded up to
-            this (fewer shapes to trace).
-        work: a dict to fill with ``steps`` (model calls) and ``positions``
-            (the sum over steps of rows x width: the positions the model ran;
-            with the cache the width is 1).
+        prefill: with the cache, a new prompt enters it in one pass.
+        multiple: the width of a step without the cache, and of a prefill
+            with it, is rounded up to this (fewer shapes to trace).
+        work: a dict to fill with ``steps`` (model calls, prefills included)
+            and ``positions`` (the sum over calls of rows x width: the
+            positions the model ran; a cached step has width 1).
 
     Returns:
         list of ``(new_ids, stopped)`` in the order of ``prompts``.
@@ -307,6 +311,7 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
     lengths, prompt_len, stopped, fed = (np.zeros(slots, int) for _ in range(4))  # fed: tokens in the row's cache
     results = [None] * len(prompts)
     caching = bool(use_cache) and hasattr(model, "call_rows_with_cache") and bool(prompts)
+    prefill = caching and bool(prefill) and hasattr(model, "prefill_rows")
     if caching:
         cache = model.init_cache(slots, cache_length(max(map(len, prompts)), max_new_tokens, context))
     else:
@@ -324,6 +329,15 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
     steps = positions = 0
     while (owner >= 0).any():
         active = np.flatnonzero((owner >= 0) & ~done)
+        if prefill:
+            # Rows that have just taken a prompt: all of it but the last token in one pass; the
+            # step below feeds the last one and so gives the first new token, as for any row.
+            new = active[(fed[active] == 0) & (lengths[active] > 1)]
+            if len(new):
+                width = padding.width(lengths[new] - 1, multiple, int(cache.shape[4]))
+                cache = model.prefill_rows(buf[new, :width], cache, new)
+                fed[new] = lengths[new] - 1
+                steps, positions = steps + 1, positions + len(new) * width
         if caching:
             # Every row of the cache, one token each: a free or finished row feeds a dummy
             # token at slot 0, which the row's next prompt overwrites before reading it.

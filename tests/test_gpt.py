@@ -253,6 +253,62 @@ def test_rows_at_their_own_positions_equal_the_full_pass(compiled):
     assert tuple(cache.shape) == (3, 2, 2, 2, 16, 16)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_prefilled_rows_continue_like_the_full_pass(compiled):
+    # Rows 0 and 2 take 6 and 3 tokens in one prefill (row 2's right-padded with ids that its
+    # later steps never read), row 3 takes 8 in another, after row 1 decoded a stale sequence.
+    keras.utils.set_random_seed(3)
+    fresh = gpt.from_preset("tiny", vocab_size=VOCAB)
+    seqs = _ids(batch=3, length=12, seed=1)
+    full = to_numpy(fresh(seqs))
+    cache = fresh.init_cache(4, 16)
+    for t in range(4):
+        _, cache = fresh.call_rows_with_cache(np.full(4, 7), cache, np.full(4, t), compiled=compiled)
+    before = to_numpy(cache)
+    cache = fresh.prefill_rows(np.stack([seqs[0, :6], np.r_[seqs[1, :3], 9, 9, 9]]), cache, [0, 2],
+                               compiled=compiled)
+    cache = fresh.prefill_rows(seqs[2:3, :8], cache, np.array([3]), compiled=compiled)
+    after = to_numpy(cache)
+    np.testing.assert_array_equal(after[1], before[1])  # a row not prefilled is left as it was
+    np.testing.assert_array_equal(after[0, :, :, :, 6:], 0)  # a prefilled row's later slots are zeros
+    where = np.array([6, 4, 3, 8])
+    for step in range(3):
+        ids = np.array([seqs[0, 6 + step], 7, seqs[1, 3 + step], seqs[2, 8 + step]])
+        logits, cache = fresh.call_rows_with_cache(ids, cache, where + step, compiled=compiled)
+        for b, (s, p) in {0: (0, 6), 2: (1, 3), 3: (2, 8)}.items():
+            np.testing.assert_allclose(to_numpy(logits)[b], full[s, p + step], atol=1e-5)
+
+
+def test_prefill_sees_lora_weights_added_after_the_first_trace():
+    keras.utils.set_random_seed(1)
+    fresh = gpt.from_preset("tiny", vocab_size=VOCAB)
+    x = _ids(batch=2, length=5)
+
+    def last_logits():
+        cache = fresh.prefill_rows(x[:, :4], fresh.init_cache(2, 8), [0, 1])
+        return to_numpy(fresh.call_rows_with_cache(x[:, 4], cache, np.full(2, 4))[0])
+
+    last_logits()  # traced without LoRA
+    for block in fresh.blocks:
+        block.attn.qkv.enable_lora(2)
+        block.attn.qkv.lora_kernel_b.assign(np.full(block.attn.qkv.lora_kernel_b.shape, 0.05, "float32"))
+    np.testing.assert_allclose(last_logits(), to_numpy(fresh(x))[:, -1], atol=1e-4)
+
+
+@pytest.mark.parametrize("ids, rows, cache_shape, message", [
+    ([1, 2], [0], (1, 2, 2, 2, 8, 16), "token_ids must be a 2-D array"),
+    ([[1.5]], [0], (1, 2, 2, 2, 8, 16), "token_ids must be a 2-D array of integer ids"),
+    ([[1] * 9], [0], (1, 2, 2, 2, 8, 16), r"1 <= T <= 8 \(the cache length\); got shape \(1, 9\)"),
+    ([[1], [2]], [0, 0], (2, 2, 2, 2, 8, 16), r"rows must be 2 distinct integers in \[0, 2\).*got \[0, 0\]"),
+    ([[1], [2]], [0, 2], (2, 2, 2, 2, 8, 16), "rows must be 2 distinct integers"),
+    ([[1], [2]], [0], (2, 2, 2, 2, 8, 16), "rows must be 2 distinct integers"),
+    ([[1]], [0], (1, 2, 2, 8, 16), "cache must come from init_cache"),
+])
+def test_prefill_rejects_bad_arguments(model, ids, rows, cache_shape, message):
+    with pytest.raises(ValueError, match=message):
+        model.prefill_rows(np.array(ids), np.zeros(cache_shape, "float32"), np.array(rows, "int64"))
+
+
 def test_compiled_rows_step_sees_lora_weights_added_after_the_first_trace():
     keras.utils.set_random_seed(1)
     fresh = gpt.from_preset("tiny", vocab_size=VOCAB)

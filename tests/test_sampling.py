@@ -202,13 +202,14 @@ def test_greedy_batch_equals_decoding_each_prompt_alone(continuous):
     assert len({len(ids) for ids, _ in together}) == 7
 
 
-@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("cache", ["prefill", "one token per step", "none"])
 @pytest.mark.parametrize("continuous", [True, False])
-def test_greedy_batch_with_a_gpt_equals_decoding_each_prompt_alone(model, continuous, use_cache):
-    # Prompts of 1 to 20 tokens: with the cache, rows feed their prompts for different numbers of steps.
+def test_greedy_batch_with_a_gpt_equals_decoding_each_prompt_alone(model, continuous, cache):
+    # Prompts of 1 to 20 tokens: with the cache, rows take new prompts (and prefill them) at
+    # different steps, or without prefill feed them for different numbers of steps.
     prompts = [PROMPT[:n] + [20 + n] for n in (4, 0, 2, 5, 1, 3, 0, 4)] + [list(range(10, 30))]
     together = sampling.greedy_batch(model, prompts, 8, stop_ids=(6, 21, 29), batch_size=3, continuous=continuous,
-                                     use_cache=use_cache)
+                                     use_cache=cache != "none", prefill=cache == "prefill")
     for prompt, (ids, stopped) in zip(prompts, together):
         alone = sampling.generate(model, prompt, 8, stop_ids=(6, 21, 29), use_cache=False)
         assert (ids, stopped) == (alone, len(alone) < 8)
@@ -217,21 +218,25 @@ def test_greedy_batch_with_a_gpt_equals_decoding_each_prompt_alone(model, contin
 def test_greedy_batch_counts_its_work(model):
     # Two prompts of 3 tokens, one batch of 2 rows, 8 new tokens, no stop. Without the
     # cache: 8 steps, the rows grow from 3 to 10 tokens, widths rounded up to 4: 4, 4, 8,
-    # 8, 8, 8, 12, 12. With it: 2 steps feed the prompts' first two tokens, then 8 steps
-    # of one token per row.
+    # 8, 8, 8, 12, 12. With it: one prefill of the prompts' first two tokens (width
+    # rounded up to 16), then 8 steps of one token per row.
     for continuous in (True, False):
         work = {}
         sampling.greedy_batch(model, [[1, 2, 3], [4, 5, 6]], 8, batch_size=2, multiple=4, continuous=continuous,
                               use_cache=False, work=work)
         assert work == {"steps": 8, "positions": 2 * (4 + 4 + 8 + 8 + 8 + 8 + 12 + 12)}
         sampling.greedy_batch(model, [[1, 2, 3], [4, 5, 6]], 8, batch_size=2, continuous=continuous, work=work)
-        assert work == {"steps": 10, "positions": 2 * 10}
+        assert work == {"steps": 1 + 8, "positions": 2 * 16 + 2 * 8}
     # One row at a time: the first prompt's steps, then the second's.
     work = {}
     sampling.greedy_batch(model, [[1, 2, 3], [4, 5, 6]], 8, batch_size=1, multiple=4, use_cache=False, work=work)
     assert work == {"steps": 16, "positions": 2 * (4 + 4 + 8 + 8 + 8 + 8 + 12 + 12)}
     sampling.greedy_batch(model, [[1, 2, 3], [4, 5, 6]], 8, batch_size=1, work=work)
-    assert work == {"steps": 20, "positions": 20}
+    assert work == {"steps": 2 * (1 + 8), "positions": 2 * (16 + 8)}
+    # Without prefill the prompts' first two tokens take two steps of one token per row.
+    work = {}
+    sampling.greedy_batch(model, [[1, 2, 3], [4, 5, 6]], 8, batch_size=2, prefill=False, work=work)
+    assert work == {"steps": 2 + 8, "positions": 2 * (2 + 8)}
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
