@@ -384,9 +384,12 @@ class GPT(keras.Model):
         (:func:`llmft.sampling.greedy_batch`) needs nothing else.
         """
         hidden = self.hidden_states(token_ids)  # (B, T, C)
-        index = ops.reshape(ops.cast(positions, "int32"), (-1, 1, 1))
-        index = ops.broadcast_to(index, (ops.shape(hidden)[0], 1, ops.shape(hidden)[2]))
-        return self._logits(ops.take_along_axis(hidden, index, axis=1))[:, 0]  # (B, V)
+        batch, length = ops.shape(hidden)[0], ops.shape(hidden)[1]
+        # One gather from the (B * T, C) rows with int32 indices; take_along_axis would work
+        # in int64, for which TensorFlow's oneDNN graph pass logs an error line on some CPUs.
+        rows = ops.arange(batch, dtype="int32") * length + ops.cast(positions, "int32")
+        picked = ops.take(ops.reshape(hidden, (-1, self.hidden_dim)), rows, axis=0)  # (B, C)
+        return self._logits(picked[:, None, :])[:, 0]  # (B, V)
 
     def attention_weights(self, token_ids):
         """Attention weights of every layer (inference mode), for plots.
