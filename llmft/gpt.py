@@ -531,8 +531,8 @@ class GPT(keras.Model):
         if compiled and backend == "tensorflow":
             import tensorflow as tf
 
-            return self._compiled_rows_call(cache.dtype)(tf.constant(ids), tf.convert_to_tensor(cache),
-                                                         tf.constant(where))
+            step = self._concrete_cache_call("_rows_step", (None,), cache.dtype, jit_compile=True)
+            return step(tf.constant(ids), tf.convert_to_tensor(cache), tf.constant(where))
         if compiled and backend == "jax":
             logits, new = self._jax_jit("_rows_forward")(ids, cache, where)
             # Where each row's new key and value go: [b, layer, k/v, head, positions[b]].
@@ -588,8 +588,9 @@ class GPT(keras.Model):
         if compiled and backend == "tensorflow":
             import tensorflow as tf
 
-            return self._compiled_prefill_call(cache.dtype)(tf.constant(ids), tf.convert_to_tensor(cache),
-                                                            tf.constant(which))
+            # A graph, not XLA: XLA would compile once per (n, T).
+            step = self._concrete_cache_call("_prefill_step", (None, None), cache.dtype)
+            return step(tf.constant(ids), tf.convert_to_tensor(cache), tf.constant(which))
         if compiled and backend == "jax":
             empty = ops.zeros((len(ids), 2, self.num_heads, shape[4], self.head_dim), cache.dtype)
             kv = self._jax_jit("_prefill_kv")(ids, empty)
@@ -616,22 +617,6 @@ class GPT(keras.Model):
                           cache.dtype)
         return ops.scatter_update(cache, rows[:, None], self._prefill_kv(token_ids, empty))
 
-    def _compiled_prefill_call(self, dtype):
-        """:meth:`_prefill_step` as a graph (free n and T), kept per cache dtype and weight count."""
-        import tensorflow as tf
-
-        dtype = tf.as_dtype(dtype)
-        calls = self.__dict__.setdefault("_llmft_prefill_calls", {})
-        key = (dtype.name, len(self.weights))  # enable_lora adds weights: a fresh trace then
-        if key not in calls:
-            signature = [
-                tf.TensorSpec((None, None), tf.int32),
-                tf.TensorSpec((None, self.num_layers, 2, self.num_heads, None, self.head_dim), dtype),
-                tf.TensorSpec((None,), tf.int32),
-            ]
-            calls[key] = tf.function(self._prefill_step, input_signature=signature).get_concrete_function()
-        return calls[key]
-
     def _rows_step(self, token_ids, cache, positions):
         """:meth:`_rows_forward`, then the new keys and values written into (a copy of) the cache."""
         logits, new = self._rows_forward(token_ids, cache, positions)  # new: (B, L, 2, H, D)
@@ -648,21 +633,26 @@ class GPT(keras.Model):
         logits = self._logits(self.final_norm(x))[:, 0]  # (B, V)
         return logits, ops.stack(new, axis=1)
 
-    def _compiled_rows_call(self, dtype):
-        """:meth:`_rows_step` as an XLA-compiled concrete function, kept per cache dtype and weight count."""
+    def _concrete_cache_call(self, method, token_shape, dtype, jit_compile=False):
+        """``getattr(self, method)(token_ids, cache, rows_or_positions)`` as a concrete function.
+
+        Traced once and kept per method, cache dtype and number of weights
+        (``enable_lora`` adds weights: a fresh trace then); the batch, cache
+        and token lengths are free.
+        """
         import tensorflow as tf
 
         dtype = tf.as_dtype(dtype)
-        calls = self.__dict__.setdefault("_llmft_rows_calls", {})
-        key = (dtype.name, len(self.weights))  # enable_lora adds weights: a fresh trace then
+        calls = self.__dict__.setdefault("_llmft_cache_calls", {})
+        key = (method, dtype.name, len(self.weights))
         if key not in calls:
             signature = [
-                tf.TensorSpec((None,), tf.int32),
+                tf.TensorSpec(token_shape, tf.int32),
                 tf.TensorSpec((None, self.num_layers, 2, self.num_heads, None, self.head_dim), dtype),
                 tf.TensorSpec((None,), tf.int32),
             ]
-            calls[key] = tf.function(self._rows_step, input_signature=signature,
-                                     jit_compile=True).get_concrete_function()
+            calls[key] = tf.function(getattr(self, method), input_signature=signature,
+                                     jit_compile=jit_compile).get_concrete_function()
         return calls[key]
 
     def _jax_jit(self, method):
