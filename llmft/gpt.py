@@ -602,7 +602,7 @@ class GPT(keras.Model):
 
         ``empty``: zeros (n, 2, H, S, D), one layer's rows. Returns
         (n, num_layers, 2, H, S, D), zeros from slot T on. The last block's
-        MLP runs for nothing, but skipping it would fork ``Block.forward``.
+        MLP runs for nothing, but skipping it would fork ``TransformerBlock.forward``.
         """
         x = self._embed(token_ids, ops.arange(ops.shape(token_ids)[1]), training=False)  # (n, T, C)
         kv = []

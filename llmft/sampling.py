@@ -246,11 +246,12 @@ def greedy_batch(model, prompts, max_new_tokens, *, stop_ids=(), batch_size=64, 
     first gets all of it but its last token in one pass (the rows that take
     prompts at the same step share it), then feeds the last prompt token and
     its own new tokens one step at a time; without, it feeds the whole
-    prompt one token per step while the other rows decode. Otherwise (``use_cache=False``, or another model) there
-    is no cache: every step reruns the rows, right-padded and cut to the
-    longest row so far (rounded up to ``multiple``), and computes the
-    logits of each row's last position only (:func:`last_logits_fn`); the
-    causal mask makes the padding invisible.
+    prompt one token per step while the other rows decode. Otherwise
+    (``use_cache=False``, or another model) there is no cache: every step
+    reruns the rows, right-padded and cut to the longest row so far (rounded
+    up to ``multiple``), and computes the logits of each row's last position
+    only (:func:`last_logits_fn`); the causal mask makes the padding
+    invisible.
 
     With ``continuous=True`` a finished row hands its place to the next
     prompt at once ("continuous batching", Yu et al. 2022, *Orca*), so short

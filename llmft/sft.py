@@ -339,8 +339,8 @@ def generate_replies(model, tokenizer, prompts, *, max_new_tokens, batch_size=64
     with the chat template up to the ``<|assistant|>`` that opens the reply,
     and :func:`llmft.sampling.greedy_batch` continues all of them with
     continuous batching (a finished row takes the next prompt at once) and a
-    KV cache per row (a new prompt enters it in one pass), each until ``<|end|>``, ``max_new_tokens`` or the
-    context limit. A reply does not depend on which prompts share its steps
+    KV cache per row (a new prompt enters it in one pass), each until
+    ``<|end|>``, ``max_new_tokens`` or the context limit. A reply does not depend on which prompts share its steps
     (up to float rounding).
 
     Returns:
