@@ -256,13 +256,14 @@ def test_rows_at_their_own_positions_equal_the_full_pass(compiled):
 @pytest.mark.parametrize("compiled", [True, False])
 def test_prefilled_rows_continue_like_the_full_pass(compiled):
     # Rows 0 and 2 take 6 and 3 tokens in one prefill (row 2's right-padded with ids that its
-    # later steps never read), row 3 takes 8 in another, after row 1 decoded a stale sequence.
+    # later steps never read), row 3 takes 8 in another, after every row decoded a stale
+    # sequence of 10 tokens, which row 1 goes on with.
     keras.utils.set_random_seed(3)
     fresh = gpt.from_preset("tiny", vocab_size=VOCAB)
     seqs = _ids(batch=3, length=12, seed=1)
     full = to_numpy(fresh(seqs))
     cache = fresh.init_cache(4, 16)
-    for t in range(4):
+    for t in range(10):
         _, cache = fresh.call_rows_with_cache(np.full(4, 7), cache, np.full(4, t), compiled=compiled)
     before = to_numpy(cache)
     cache = fresh.prefill_rows(np.stack([seqs[0, :6], np.r_[seqs[1, :3], 9, 9, 9]]), cache, [0, 2],
@@ -270,8 +271,9 @@ def test_prefilled_rows_continue_like_the_full_pass(compiled):
     cache = fresh.prefill_rows(seqs[2:3, :8], cache, np.array([3]), compiled=compiled)
     after = to_numpy(cache)
     np.testing.assert_array_equal(after[1], before[1])  # a row not prefilled is left as it was
-    np.testing.assert_array_equal(after[0, :, :, :, 6:], 0)  # a prefilled row's later slots are zeros
-    where = np.array([6, 4, 3, 8])
+    assert np.abs(before[0, :, :, :, 6:10]).max() > 0
+    np.testing.assert_array_equal(after[0, :, :, :, 6:], 0)  # a prefilled row's later slots become zeros
+    where = np.array([6, 10, 3, 8])
     for step in range(3):
         ids = np.array([seqs[0, 6 + step], 7, seqs[1, 3 + step], seqs[2, 8 + step]])
         logits, cache = fresh.call_rows_with_cache(ids, cache, where + step, compiled=compiled)
