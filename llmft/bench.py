@@ -82,7 +82,7 @@ def dtype_policy(name):
 # ---------------------------------------------------------------------------
 
 
-def matmul_peak(dtype="float32", *, size=1024, repeats=10, trials=3) -> dict:
+def matmul_peak(dtype="float32", *, size=1024, repeats=10, trials=3, jit_compile=False) -> dict:
     """FLOP/s of ``repeats`` multiplications of two (size, size) matrices, best of ``trials``.
 
     The matmuls run inside one compiled loop, so Python and dispatch
@@ -94,32 +94,42 @@ def matmul_peak(dtype="float32", *, size=1024, repeats=10, trials=3) -> dict:
         repeats: matmuls per timed call.
         trials: timed calls; the fastest counts (others were disturbed by
             other work on the machine).
+        jit_compile: compile the loop with XLA instead of running it as a
+            TensorFlow graph. The two use different matmul kernels (on CPU,
+            the graph uses oneDNN where TensorFlow enables it), so their
+            peaks can differ, most of all in bfloat16.
 
     Returns:
-        dict with ``dtype``, ``size``, ``flops`` (per timed call),
+        dict with ``dtype``, ``size``, ``jit_compile``, ``flops`` (per timed call),
         ``seconds`` (each trial) and ``flops_per_second`` (the best trial).
     """
     _check_choice("dtype", dtype, ("float32", "bfloat16"))
     size, repeats, trials = (check_int(n, v) for n, v in (("size", size), ("repeats", repeats), ("trials", trials)))
+    if not isinstance(jit_compile, bool):
+        raise ValueError(f"jit_compile must be True or False; got {jit_compile!r}")
     tf = _require_tensorflow("matmul_peak")
-    seconds = _time_matmul(tf, (size, size), (size, size), dtype, False, False, repeats, trials)
+    seconds = _time_matmul(tf, (size, size), (size, size), dtype, False, False, repeats, trials, jit_compile)
     flops = 2 * size**3 * repeats
-    return {"dtype": dtype, "size": size, "flops": flops, "seconds": seconds,
+    return {"dtype": dtype, "size": size, "jit_compile": jit_compile, "flops": flops, "seconds": seconds,
             "flops_per_second": flops / min(seconds)}
 
 
-def _time_matmul(tf, a_shape, b_shape, dtype, transpose_a, transpose_b, repeats, trials):
+def _time_matmul(tf, a_shape, b_shape, dtype, transpose_a, transpose_b, repeats, trials, jit_compile=False):
     """Seconds of ``repeats`` products ``a @ b`` (batched over leading axes) in one compiled loop, per trial."""
     rng = np.random.default_rng(0)
     a = tf.cast(rng.standard_normal(a_shape, dtype=np.float32), dtype)
     b = tf.cast(rng.standard_normal(b_shape, dtype=np.float32), dtype)
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def loop(a, b):
         total = tf.constant(0.0)
-        for _ in tf.range(repeats):
+        for i in tf.range(repeats):
+            # XLA hoists a product of loop-invariant inputs out of the loop
+            # (it measured 4x the float32 peak that way): under XLA the left
+            # factor changes each time, at the cost of one elementwise add.
+            left = a + tf.cast(i, dtype) if jit_compile else a
             # One element of each product is kept, so no matmul is dead code.
-            product = tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+            product = tf.linalg.matmul(left, b, transpose_a=transpose_a, transpose_b=transpose_b)
             total += tf.cast(tf.reshape(product, [-1])[0], tf.float32)
         return total
 

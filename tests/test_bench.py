@@ -25,14 +25,16 @@ def _tools_bench():
 # --- matmul peak ---------------------------------------------------------------
 
 
-def test_matmul_peak_counts_two_n_cubed_per_product():
-    out = bench.matmul_peak("float32", size=32, repeats=3, trials=2)
-    assert out["flops"] == 2 * 32**3 * 3
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_matmul_peak_counts_two_n_cubed_per_product(jit_compile):
+    out = bench.matmul_peak("float32", size=32, repeats=3, trials=2, jit_compile=jit_compile)
+    assert out["flops"] == 2 * 32**3 * 3 and out["jit_compile"] is jit_compile
     assert len(out["seconds"]) == 2
     assert out["flops_per_second"] == pytest.approx(out["flops"] / min(out["seconds"]))
 
 
-@pytest.mark.parametrize("kwargs", [dict(dtype="float16"), dict(size=0), dict(repeats=True), dict(trials=-1)])
+@pytest.mark.parametrize("kwargs", [dict(dtype="float16"), dict(size=0), dict(repeats=True), dict(trials=-1),
+                                    dict(jit_compile="yes")])
 def test_matmul_peak_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         bench.matmul_peak(**kwargs)
@@ -164,11 +166,12 @@ def test_make_test_seconds_from_argument_or_readme():
 
 
 REQUIRED = {
-    "train": ["fraction_of_fp32_peak", "bf16_speedup", "speedup_vs_keras_hub", "jit_speedup", "runs",
+    "train": ["fraction_of_fp32_peak", "bf16_speedup", "bf16_speedup_jit", "jit_speedup_bf16",
+              "speedup_vs_keras_hub", "jit_speedup", "runs",
               "flops_per_token", "matmuls_only", "determinism_slowdown"],
     "generate": ["kv_cache_speedup", "with_cache", "without_cache", "identical_tokens"],
     "suite": ["make_test_seconds", "make_test_source", "cpu_chapter_seconds"],
-    "peak": ["float32_flops_per_second", "bfloat16_flops_per_second"],
+    "peak": ["float32_flops_per_second", "bfloat16_flops_per_second", "xla", "xla_bf16_over_fp32"],
     "memory": ["tasks"],
     "fit_start": ["runs", "configs", "tiny", "gpt5m"],
 }
@@ -188,6 +191,11 @@ def _check_shape(payload):
     # the summaries are the ratios of the raw numbers stored next to them
     assert train["speedup_vs_keras_hub"] == pytest.approx(base["tokens_per_second"] / hub["tokens_per_second"])
     assert train["flops_per_token"]["train"] == base["flops_per_token"]
+    # bf16 with XLA differs from float32 with XLA in the policy only, from bf16 without XLA in XLA only
+    tokens = {key(r): r["tokens_per_second"] for r in train["runs"]}
+    bf16_jit = tokens["gpt5m", "llmft", "mixed_bfloat16", True, False]
+    assert train["bf16_speedup_jit"] == pytest.approx(bf16_jit / tokens["gpt5m", "llmft", "float32", True, False])
+    assert train["jit_speedup_bf16"] == pytest.approx(bf16_jit / tokens["gpt5m", "llmft", "mixed_bfloat16", False, False])
     determined = next(r for r in train["runs"] if r["deterministic"])
     assert (determined["config"], determined["builder"], determined["policy"], determined["jit_compile"]) == (
         "gpt5m", "llmft", "float32", False)  # differs from base in the determinism only

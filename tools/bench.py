@@ -135,15 +135,17 @@ def main(argv=None):
     small = dict(gpt.PRESETS["small"], vocab_size=vocab, dropout=0.0)
     if args.quick:
         small = dict(small, num_layers=1, hidden_dim=32, num_heads=2)
-    # Six variants keep the run near 10 minutes on 2 busy cores; each ratio
-    # below compares two of them that differ in one setting only. The last
-    # turns on TensorFlow's op determinism, as the chapters train
+    # Seven variants keep the run near 10 minutes on 2 busy cores; each ratio
+    # below compares two of them that differ in one setting only (bf16 with
+    # XLA: the policy against XLA in float32, and XLA against bf16 without).
+    # The last turns on TensorFlow's op determinism, as the chapters train
     # (env.set_seed), in a fresh process.
     variants = [
         ("gpt5m", config, "llmft", "float32", False, False),
         ("gpt5m", config, "llmft", "float32", True, False),
         ("gpt5m", config, "keras_hub", "float32", False, False),
         ("gpt5m", config, "llmft", "mixed_bfloat16", False, False),
+        ("gpt5m", config, "llmft", "mixed_bfloat16", True, False),
         ("small", small, "llmft", "float32", False, False),
         ("gpt5m", config, "llmft", "float32", False, True),
     ]
@@ -176,11 +178,19 @@ def main(argv=None):
     jitted = find("gpt5m", "llmft", "float32", True)
     best_fp32 = max(base, jitted, key=lambda r: r["tokens_per_second"])
     bf16 = find("gpt5m", "llmft", "mixed_bfloat16", False)
+    bf16_jitted = find("gpt5m", "llmft", "mixed_bfloat16", True)
     hub = find("gpt5m", "keras_hub", "float32", False)
     determined = find("gpt5m", "llmft", "float32", False, deterministic=True)
+    # The same square matmuls compiled by XLA (other kernels): explains
+    # what XLA does to the float32 and the bfloat16 variants above.
+    xla = {dtype: bench.matmul_peak(dtype, size=size["peak_size"], repeats=5, trials=3, jit_compile=True)
+           for dtype in peaks}
+    log("matmul peak with XLA: " + ", ".join(f"{d} {p['flops_per_second'] / 1e9:.0f} GFLOP/s" for d, p in xla.items()))
     out["peak"] = {"float32": peaks["float32"], "bfloat16": peaks["bfloat16"],
                    "float32_flops_per_second": fp32_peak, "bfloat16_flops_per_second": bf16_peak,
-                   "bf16_over_fp32": bench.ratio(bf16_peak, fp32_peak)}
+                   "bf16_over_fp32": bench.ratio(bf16_peak, fp32_peak),
+                   "xla": xla, "xla_bf16_over_fp32": bench.ratio(xla["bfloat16"]["flops_per_second"],
+                                                                 xla["float32"]["flops_per_second"])}
     out["train"] = {
         "runs": runs,
         "config": config,
@@ -191,6 +201,9 @@ def main(argv=None):
         "fraction_of_fp32_peak_adjacent": best_fp32["flops_per_second"] / best_fp32["fp32_peak_before"],
         "jit_speedup": bench.ratio(jitted["tokens_per_second"], base["tokens_per_second"]),
         "bf16_speedup": bench.ratio(bf16["tokens_per_second"], base["tokens_per_second"]),
+        # mixed_bfloat16 with XLA against float32 with XLA, and against bf16 without XLA
+        "bf16_speedup_jit": bench.ratio(bf16_jitted["tokens_per_second"], jitted["tokens_per_second"]),
+        "jit_speedup_bf16": bench.ratio(bf16_jitted["tokens_per_second"], bf16["tokens_per_second"]),
         "speedup_vs_keras_hub": bench.ratio(base["tokens_per_second"], hub["tokens_per_second"]),
         # > 1: the chapters' deterministic training is that many times slower
         "determinism_slowdown": bench.ratio(base["tokens_per_second"], determined["tokens_per_second"]),
@@ -215,6 +228,8 @@ def main(argv=None):
         "note": "ratios of CPU seconds per step (less disturbed by other load than wall time)",
         "jit_speedup": cpu_ratio(jitted, base),
         "bf16_speedup": cpu_ratio(bf16, base),
+        "bf16_speedup_jit": cpu_ratio(bf16_jitted, jitted),
+        "jit_speedup_bf16": cpu_ratio(bf16_jitted, bf16),
         "speedup_vs_keras_hub": cpu_ratio(base, hub),
         "determinism_slowdown": cpu_ratio(base, determined),
     }
