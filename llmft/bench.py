@@ -114,11 +114,8 @@ def matmul_peak(dtype="float32", *, size=1024, repeats=10, trials=3, jit_compile
             "flops_per_second": flops / min(seconds)}
 
 
-def _time_matmul(tf, a_shape, b_shape, dtype, transpose_a, transpose_b, repeats, trials, jit_compile=False):
-    """Seconds of ``repeats`` products ``a @ b`` (batched over leading axes) in one compiled loop, per trial."""
-    rng = np.random.default_rng(0)
-    a = tf.cast(rng.standard_normal(a_shape, dtype=np.float32), dtype)
-    b = tf.cast(rng.standard_normal(b_shape, dtype=np.float32), dtype)
+def _matmul_loop(tf, dtype, transpose_a, transpose_b, repeats, jit_compile=False):
+    """A ``tf.function(a, b)`` doing ``repeats`` products ``a @ b`` in one compiled loop."""
 
     @tf.function(jit_compile=jit_compile)
     def loop(a, b):
@@ -133,6 +130,15 @@ def _time_matmul(tf, a_shape, b_shape, dtype, transpose_a, transpose_b, repeats,
             total += tf.cast(tf.reshape(product, [-1])[0], tf.float32)
         return total
 
+    return loop
+
+
+def _time_matmul(tf, a_shape, b_shape, dtype, transpose_a, transpose_b, repeats, trials, jit_compile=False):
+    """Seconds of ``repeats`` products ``a @ b`` (batched over leading axes) in one compiled loop, per trial."""
+    rng = np.random.default_rng(0)
+    a = tf.cast(rng.standard_normal(a_shape, dtype=np.float32), dtype)
+    b = tf.cast(rng.standard_normal(b_shape, dtype=np.float32), dtype)
+    loop = _matmul_loop(tf, dtype, transpose_a, transpose_b, repeats, jit_compile)
     loop(a, b).numpy()  # trace and warm up
     seconds = []
     for _ in range(trials):

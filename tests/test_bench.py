@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -31,6 +32,20 @@ def test_matmul_peak_counts_two_n_cubed_per_product(jit_compile):
     assert out["flops"] == 2 * 32**3 * 3 and out["jit_compile"] is jit_compile
     assert len(out["seconds"]) == 2
     assert out["flops_per_second"] == pytest.approx(out["flops"] / min(out["seconds"]))
+
+
+def test_matmul_peak_under_xla_keeps_every_product_in_the_loop():
+    # XLA moves a product of loop-invariant inputs out of a while loop; then
+    # the "peak" counts `repeats` products but times one. The optimized HLO
+    # must keep the dot inside the loop body.
+    import tensorflow as tf
+
+    a = tf.ones((16, 16))
+    loop = bench._matmul_loop(tf, "float32", False, False, repeats=4, jit_compile=True)
+    hlo = loop.experimental_get_compiler_ir(a, a)(stage="optimized_hlo")
+    computations = re.split(r"\n(?=\S)", hlo)  # each starts at column 0
+    with_dot = [c.split("(")[0] for c in computations if re.search(r"\bdot\(", c)]
+    assert with_dot and all("while_body" in name for name in with_dot), with_dot
 
 
 @pytest.mark.parametrize("kwargs", [dict(dtype="float16"), dict(size=0), dict(repeats=True), dict(trials=-1),
