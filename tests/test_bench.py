@@ -9,7 +9,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from llmft import bench, estimates, gpt
+from llmft import bench, estimates, gpt, paths
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(vocab_size=40, context_length=16, num_layers=1, num_heads=2, hidden_dim=16)
@@ -178,6 +178,35 @@ def test_make_test_seconds_from_argument_or_readme():
     args.make_test_seconds = None
     seconds, source = tools.make_test_seconds(args)
     assert seconds is None or (seconds > 0 and "README.md" in source)
+
+
+def test_suite_only_rereads_the_times_and_keeps_every_measurement(tmp_path):
+    # After a re-run of chapters, `tools/bench.py --suite-only` updates their
+    # times (read from the notebooks) without measuring anything again.
+    committed_path = ROOT / "results" / "bench.json"
+    if not committed_path.exists():
+        pytest.skip("results/bench.json not recorded yet (make bench)")
+    tools = _tools_bench()
+    committed = json.loads(committed_path.read_text(encoding="utf-8"))
+    stale = json.loads(json.dumps(committed))
+    stale["suite"].update(cpu_chapter_seconds={"gone": 1.0}, cpu_chapters_seconds_total=1e9)
+    stale["targets"]["cpu_chapters_seconds_total <= 3600"] = False
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(stale), encoding="utf-8")
+    args = type("Args", (), {"make_test_seconds": 61.0, "make_test_source": "a CI log", "smoke_times": None})()
+    out = tools.refresh_suite(path, args)
+    assert json.loads(path.read_text(encoding="utf-8")) == out
+    cpu = bench.notebook_seconds(paths.chapter_notebooks(ROOT))
+    assert out["suite"]["cpu_chapter_seconds"] == cpu and out["suite"]["cpu_chapters_seconds_total"] == sum(cpu.values())
+    assert (out["suite"]["make_test_seconds"], out["suite"]["make_test_source"]) == (61.0, "a CI log")
+    assert out["suite"]["refreshed"]
+    assert out["targets"]["cpu_chapters_seconds_total <= 3600"] == (sum(cpu.values()) <= 3600)
+    assert out["targets"]["make_test_seconds <= 1200"] is True
+    for key in committed:
+        if key not in ("suite", "targets"):
+            assert out[key] == committed[key], key
+    assert {k: v for k, v in out["targets"].items() if "seconds" not in k} == {
+        k: v for k, v in committed["targets"].items() if "seconds" not in k}
 
 
 REQUIRED = {
