@@ -166,8 +166,8 @@ def main(argv=None):
     if args.smoke_run:
         smoke_run(args.smoke_run)
         return 0
+    target = args.out or paths.results_dir() / "bench.json"
     if args.suite_only:
-        target = args.out or paths.results_dir() / "bench.json"
         if not target.is_file():
             parser.error(f"--suite-only: {target} does not exist (run the full benchmark first)")
         refresh_suite(target, args)
@@ -350,7 +350,6 @@ def main(argv=None):
     out["targets"] = targets(out)
     out["loadavg_end"] = list(os.getloadavg())
     out["bench_seconds"] = time.perf_counter() - started
-    target = args.out or paths.results_dir() / "bench.json"
     paths.atomic_write_json(target, json.loads(json.dumps(out)))
     log(f"wrote {target} in {out['bench_seconds']:.0f} s")
     return 0
