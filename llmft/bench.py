@@ -14,7 +14,10 @@ What ``make bench`` (``tools/bench.py``) measures and the appendix page
    ``GPT2Backbone`` (:func:`keras_hub_gpt`); optionally with TensorFlow's
    op determinism on, as the chapters train (in a fresh process);
    ``first_step_seconds``: the start of a ``fit`` (tracing), with and
-   without :func:`llmft.train.build_before_fit`;
+   without :func:`llmft.train.build_before_fit`; ``median_runs`` and
+   ``round_ratios``: the variants are measured in alternating rounds, and
+   each ratio is the median of its per-round values;
+   ``activation_seconds``: the MLP's GELU alone, in float32 and bfloat16;
 3. ``generation_speed``: new tokens/s of :func:`llmft.sampling.generate`
    with and without the KV cache;
 4. ``peak_rss``: the peak resident memory of a training or fine-tuning run,
@@ -398,6 +401,108 @@ def first_step_seconds(config, ids, *, batch_size=16, build_first=True, seed=0) 
     model.fit(data.take(1), epochs=1, verbose=0, shuffle=False)
     return {"build_first": build_first, "seconds": time.perf_counter() - start, "traces": len(traces),
             "params": int(model.count_params()), "batch_size": batch_size}
+
+
+VARIANT_KEYS = ("config", "builder", "policy", "jit_compile", "deterministic")
+
+
+def variant_key(run) -> tuple:
+    """What tells one measured variant from another: ``run``'s values of ``VARIANT_KEYS``."""
+    return tuple(run[k] for k in VARIANT_KEYS)
+
+
+def median_runs(runs) -> list[dict]:
+    """One row per variant of :func:`train_throughput` ``runs``: the median over its rounds.
+
+    On a shared machine two measurements of the same variant minutes apart
+    differ by 10% or more, so ``make bench`` measures the variants in
+    alternating rounds. Each row keeps the first run's settings and holds the
+    median ``seconds_per_step`` and ``cpu_seconds_per_step`` over the rounds;
+    ``tokens_per_second`` and ``flops_per_second`` follow from the median
+    seconds (so ``tokens_per_second == batch_size * context_length /
+    seconds_per_step`` still holds); ``rounds`` counts the runs. Rows come in
+    the order in which the variants first appear.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(variant_key(run), []).append(run)
+    if not groups:
+        raise ValueError("runs must hold at least one train_throughput result; got none")
+    rows = []
+    for group in groups.values():
+        seconds = float(np.median([r["seconds_per_step"] for r in group]))
+        tokens = group[0]["batch_size"] * group[0]["context_length"] / seconds
+        rows.append({**{k: v for k, v in group[0].items() if k not in ("round", "final_loss", "warmup_seconds")},
+                     "rounds": len(group), "seconds_per_step": seconds,
+                     "cpu_seconds_per_step": float(np.median([r["cpu_seconds_per_step"] for r in group])),
+                     "tokens_per_second": tokens, "flops_per_second": tokens * group[0]["flops_per_token"]})
+    return rows
+
+
+def round_ratios(runs, faster, slower, *, cpu=False) -> list[float]:
+    """Per round, how many times faster variant ``faster`` trained than ``slower`` (keys from :func:`variant_key`).
+
+    Pairs the two variants' runs of the same ``round``: the ratio of their
+    tokens/s, or with ``cpu=True`` the inverse ratio of their CPU seconds
+    per step (CPU time of all threads, less disturbed by other processes).
+    """
+    def by_round(key):
+        found = {r.get("round", 0): r for r in runs if variant_key(r) == tuple(key)}
+        if not found:
+            raise ValueError(f"runs hold no variant {tuple(key)!r}")
+        return found
+
+    a, b = by_round(faster), by_round(slower)
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise ValueError(f"variants {tuple(faster)!r} and {tuple(slower)!r} share no round")
+    if cpu:
+        return [ratio(b[i]["cpu_seconds_per_step"], a[i]["cpu_seconds_per_step"]) for i in common]
+    return [ratio(a[i]["tokens_per_second"], b[i]["tokens_per_second"]) for i in common]
+
+
+def activation_seconds(shape, *, dtype="float32", upcast=True, repeats=10, trials=3) -> dict:
+    """Seconds per forward and backward pass of the MLP's exact GELU on a ``shape`` tensor of ``dtype``.
+
+    ``upcast=True`` times :func:`llmft.gpt.gelu`, the book's activation
+    (under bfloat16 it computes in float32 and casts back); ``False`` times
+    Keras' ``gelu`` in ``dtype`` itself. One call of a ``tf.function``
+    computes the GELU and its gradient for a random upstream gradient; the
+    result is the fastest of ``trials`` timings of ``repeats`` calls, per call.
+
+    Returns:
+        dict with ``shape``, ``dtype``, ``upcast``, ``seconds`` (per pass)
+        and ``trials`` (seconds per pass of each trial).
+    """
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16'; got {dtype!r}")
+    if not isinstance(upcast, bool):
+        raise ValueError(f"upcast must be True or False; got {upcast!r}")
+    if not isinstance(shape, (tuple, list)) or not shape or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+        raise ValueError(f"shape must be a non-empty tuple of positive integers; got {shape!r}")
+    repeats, trials = check_int("repeats", repeats), check_int("trials", trials)
+    tf = _require_tensorflow("activation_seconds")
+    fn = gpt.gelu if upcast else keras.activations.gelu
+    rng = np.random.default_rng(0)
+    x = tf.cast(rng.standard_normal(shape, dtype=np.float32), dtype)
+    upstream = tf.cast(rng.standard_normal(shape, dtype=np.float32), dtype)
+
+    @tf.function
+    def step(x, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        return tape.gradient(y, x, output_gradients=upstream)
+
+    step(x, upstream)  # trace
+    timings = []
+    for _ in range(trials):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step(x, upstream)
+        timings.append((time.perf_counter() - start) / repeats)
+    return {"shape": list(shape), "dtype": dtype, "upcast": upcast, "seconds": min(timings), "trials": timings}
 
 
 # ---------------------------------------------------------------------------

@@ -31,6 +31,23 @@ PRESETS: dict[str, dict] = {
 }
 
 
+@keras.saving.register_keras_serializable(package="llmft")
+def gelu(x):
+    """Exact GELU, ``x * Phi(x)`` (Hendrycks & Gimpel, 2016): Keras' ``"gelu"``.
+
+    In float32 (every chapter) this *is* ``keras.activations.gelu``, op for
+    op. Under ``mixed_bfloat16`` on TensorFlow it upcasts to float32 and
+    casts the result back: TensorFlow's CPU kernels for the ``erfc`` of the
+    forward pass and the ``exp`` of its gradient are several times slower in
+    bfloat16 than in float32, which cancelled much of what bfloat16 matmuls
+    gain (``make bench`` times both, :func:`llmft.bench.activation_seconds`).
+    The MLP's matmuls stay in bfloat16; only this elementwise step does not.
+    """
+    if keras.backend.backend() == "tensorflow" and keras.backend.standardize_dtype(x.dtype) == "bfloat16":
+        return ops.cast(keras.activations.gelu(ops.cast(x, "float32")), "bfloat16")
+    return keras.activations.gelu(x)
+
+
 def _normal(std):
     # A fresh initializer per layer: one shared instance would give every
     # layer the same seed. std=0.02 follows GPT-2.
@@ -183,7 +200,7 @@ class TransformerBlock(keras.layers.Layer):
         )
         self.ln_2 = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ln_2")
         self.mlp_in = keras.layers.Dense(
-            mlp_dim, activation="gelu", kernel_initializer=_normal(0.02), name="mlp_in"
+            mlp_dim, activation=gelu, kernel_initializer=_normal(0.02), name="mlp_in"
         )
         self.mlp_out = keras.layers.Dense(
             hidden_dim, kernel_initializer=_normal(output_init_std), name="mlp_out"

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from llmft import finetune, padding
+from llmft import finetune, gpt, padding
 from llmft.checks import check_dropout, check_int
 from llmft.train import build_before_fit, finetune_optimizer
 
@@ -70,7 +70,7 @@ class EncoderBlock(keras.layers.Layer):
         self.ln_1 = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_1")
         self.attn = _attention(hidden_dim, num_heads, dropout, "self_attn")
         self.ln_2 = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_2")
-        self.mlp_in = keras.layers.Dense(mlp_dim, activation="gelu", name="mlp_in")
+        self.mlp_in = keras.layers.Dense(mlp_dim, activation=gpt.gelu, name="mlp_in")
         self.mlp_out = keras.layers.Dense(hidden_dim, name="mlp_out")
         self.drop = keras.layers.Dropout(dropout, name="resid_dropout")
 
@@ -112,7 +112,7 @@ class DecoderBlock(keras.layers.Layer):
         self.ln_2 = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_2")
         self.cross_attn = _attention(hidden_dim, num_heads, dropout, "cross_attn")
         self.ln_3 = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_3")
-        self.mlp_in = keras.layers.Dense(mlp_dim, activation="gelu", name="mlp_in")
+        self.mlp_in = keras.layers.Dense(mlp_dim, activation=gpt.gelu, name="mlp_in")
         self.mlp_out = keras.layers.Dense(hidden_dim, name="mlp_out")
         self.drop = keras.layers.Dropout(dropout, name="resid_dropout")
 

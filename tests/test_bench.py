@@ -120,6 +120,54 @@ def test_keras_hub_gpt_rejects_a_config_without_heads():
         bench.keras_hub_gpt({k: v for k, v in TINY.items() if k != "num_heads"})
 
 
+def _run(round_, seconds, cpu, builder="llmft", policy="float32"):
+    return {"config": "c", "builder": builder, "policy": policy, "jit_compile": False, "deterministic": False,
+            "round": round_, "batch_size": 2, "context_length": 8, "flops_per_token": 100, "params": 7,
+            "seconds_per_step": seconds, "cpu_seconds_per_step": cpu, "tokens_per_second": 16 / seconds,
+            "flops_per_second": 1600 / seconds, "final_loss": 1.0, "warmup_seconds": 1.0}
+
+
+def test_median_runs_and_round_ratios_pair_the_rounds():
+    runs = [_run(0, 1.0, 2.0), _run(0, 0.5, 1.5, policy="mixed_bfloat16"),
+            _run(1, 3.0, 2.2), _run(1, 1.0, 1.0, policy="mixed_bfloat16"),
+            _run(2, 2.0, 2.4), _run(2, 2.0, 1.2, policy="mixed_bfloat16")]
+    fp32, bf16 = (bench.variant_key(runs[i]) for i in (0, 1))
+    rows = bench.median_runs(runs)
+    assert [bench.variant_key(r) for r in rows] == [fp32, bf16]  # order of first appearance
+    assert [r["rounds"] for r in rows] == [3, 3]
+    assert (rows[0]["seconds_per_step"], rows[0]["cpu_seconds_per_step"]) == (2.0, 2.2)
+    assert rows[0]["tokens_per_second"] == pytest.approx(16 / 2.0) and rows[0]["flops_per_second"] == pytest.approx(800)
+    assert "round" not in rows[0] and "final_loss" not in rows[0]
+    # each round against itself: tokens/s 2x, 3x, 1x; CPU seconds 1.5/2.0 ... inverted
+    assert bench.round_ratios(runs, bf16, fp32) == pytest.approx([2.0, 3.0, 1.0])
+    assert bench.round_ratios(runs, bf16, fp32, cpu=True) == pytest.approx([2.0 / 1.5, 2.2, 2.0])
+    assert bench.round_ratios(runs, fp32, bf16) == pytest.approx([0.5, 1 / 3, 1.0])
+    # a variant measured once (round 0) pairs with round 0 only
+    once = _run(0, 4.0, 4.0, builder="keras_hub")
+    assert bench.round_ratios([*runs, once], fp32, bench.variant_key(once)) == pytest.approx([4.0])
+    with pytest.raises(ValueError, match="runs"):
+        bench.median_runs([])
+    with pytest.raises(ValueError, match="no variant"):
+        bench.round_ratios(runs, ("x",) * 5, fp32)
+    with pytest.raises(ValueError, match="share no round"):
+        bench.round_ratios([runs[0], {**runs[1], "round": 5}], bf16, fp32)
+
+
+def test_activation_seconds_times_keras_gelu_or_the_books():
+    for dtype, upcast in (("float32", False), ("bfloat16", True), ("bfloat16", False)):
+        out = bench.activation_seconds((4, 8), dtype=dtype, upcast=upcast, repeats=2, trials=2)
+        assert (out["dtype"], out["upcast"], out["shape"]) == (dtype, upcast, [4, 8])
+        assert out["seconds"] == min(out["trials"]) > 0 and len(out["trials"]) == 2
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(dtype="float16"), "dtype"), (dict(upcast=1), "upcast"),
+                                          (dict(shape=(0, 4)), "shape"), (dict(shape=4), "shape"),
+                                          (dict(repeats=0), "repeats"), (dict(trials=True), "trials")])
+def test_activation_seconds_rejects_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        bench.activation_seconds(**{"shape": (2, 2), **kwargs})
+
+
 # --- generation, memory, wall times ---------------------------------------------
 
 
@@ -211,7 +259,7 @@ def test_suite_only_rereads_the_times_and_keeps_every_measurement(tmp_path):
 
 REQUIRED = {
     "train": ["fraction_of_fp32_peak", "bf16_speedup", "bf16_speedup_jit", "jit_speedup_bf16",
-              "speedup_vs_keras_hub", "jit_speedup", "runs",
+              "speedup_vs_keras_hub", "jit_speedup", "runs", "variants", "rounds", "per_round", "gelu",
               "flops_per_token", "matmuls_only", "determinism_slowdown"],
     "generate": ["kv_cache_speedup", "with_cache", "without_cache", "identical_tokens"],
     "suite": ["make_test_seconds", "make_test_source", "cpu_chapter_seconds"],
@@ -228,22 +276,27 @@ def _check_shape(payload):
     assert len(payload["loadavg_start"]) == 3 and len(payload["loadavg_end"]) == 3
     assert payload["machine"]["cpu_model"] and payload["date"]
     train = payload["train"]
-    key = lambda r: (r["config"], r["builder"], r["policy"], r["jit_compile"], r["deterministic"])
-    base = next(r for r in train["runs"] if key(r) == ("gpt5m", "llmft", "float32", False, False))
-    hub = next(r for r in train["runs"] if (r["config"], r["builder"], r["policy"], r["jit_compile"])
-               == ("gpt5m", "keras_hub", "float32", False))
-    # the summaries are the ratios of the raw numbers stored next to them
-    assert train["speedup_vs_keras_hub"] == pytest.approx(base["tokens_per_second"] / hub["tokens_per_second"])
+    tools = _tools_bench()
+    # variants are the medians of the runs; every ratio is the median of its
+    # per-round ratios, and those are the ratios of the raw runs of each round
+    assert train["variants"] == bench.median_runs(train["runs"])
+    variants = {bench.variant_key(v): v for v in train["variants"]}
+    assert all(variants[key]["rounds"] == train["rounds"] for pair in tools.RATIO_PAIRS.values() for key in pair)
+    for name, pair in tools.RATIO_PAIRS.items():
+        for section, cpu in ((train, False), (train["cpu_time"], True)):
+            assert section["per_round"][name] == pytest.approx(bench.round_ratios(train["runs"], *pair, cpu=cpu))
+            assert len(section["per_round"][name]) == train["rounds"]
+            assert section[name] == pytest.approx(np.median(section["per_round"][name]))
+    base, hub = variants[tools.BASE], variants[tools.HUB]
+    assert (hub["params"], hub["flops_per_token"]) == (base["params"], base["flops_per_token"])
     assert train["flops_per_token"]["train"] == base["flops_per_token"]
-    # bf16 with XLA differs from float32 with XLA in the policy only, from bf16 without XLA in XLA only
-    tokens = {key(r): r["tokens_per_second"] for r in train["runs"]}
-    bf16_jit = tokens["gpt5m", "llmft", "mixed_bfloat16", True, False]
-    assert train["bf16_speedup_jit"] == pytest.approx(bf16_jit / tokens["gpt5m", "llmft", "float32", True, False])
-    assert train["jit_speedup_bf16"] == pytest.approx(bf16_jit / tokens["gpt5m", "llmft", "mixed_bfloat16", False, False])
-    determined = next(r for r in train["runs"] if r["deterministic"])
-    assert (determined["config"], determined["builder"], determined["policy"], determined["jit_compile"]) == (
-        "gpt5m", "llmft", "float32", False)  # differs from base in the determinism only
+    determined = variants[tools.DETERMINED]  # differs from base in the determinism only, measured once
+    assert determined["rounds"] == 1
     assert train["determinism_slowdown"] == pytest.approx(base["tokens_per_second"] / determined["tokens_per_second"])
+    assert train["fraction_of_fp32_peak_no_jit"] == pytest.approx(
+        base["flops_per_second"] / payload["peak"]["float32_flops_per_second"])
+    gelu = train["gelu"]
+    assert gelu["upcast_speedup"] == pytest.approx(gelu["bfloat16_native"]["seconds"] / gelu["bfloat16_upcast"]["seconds"])
     assert base["flops_per_token"] == estimates.gpt_flops_per_token(train["config"])["train"]
     # the matmuls timed alone are those of one step of the same config and batch
     alone = train["matmuls_only"]

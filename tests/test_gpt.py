@@ -371,3 +371,36 @@ def test_attention_gradient_has_no_slice_gradients():
     ops_used = {op.type for op in grads.get_concrete_function(x).graph.get_operations()}
     assert "MatMul" in ops_used  # the graph really holds the step
     assert "StridedSliceGrad" not in ops_used, sorted(ops_used)
+
+
+def test_gelu_is_keras_gelu_in_float32_and_upcasts_bfloat16():
+    # float32 (every chapter): Keras' own exact GELU, value and gradient bit
+    # for bit. bfloat16: computed in float32 and cast back (make bench's
+    # train.gelu section times why).
+    x = np.linspace(-6, 6, 241, dtype="float32")
+    ref = keras.activations.gelu
+    assert np.array_equal(to_numpy(gpt.gelu(x)), to_numpy(ref(x)))
+    half = keras.ops.cast(x, "bfloat16")
+    out = gpt.gelu(half)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        expected = tf.cast(ref(tf.cast(half, "float32")), "bfloat16")
+        assert np.array_equal(to_numpy(tf.cast(out, "float32")), to_numpy(tf.cast(expected, "float32")))
+        for dtype in ("float32", "bfloat16"):
+            t = tf.cast(x, dtype)
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(t)
+                ours, keras_own = gpt.gelu(t), ref(tf.cast(t, "float32"))
+            g_ours = tf.cast(tape.gradient(ours, t), "float32").numpy()
+            g_ref = tape.gradient(keras_own, t).numpy()
+            if dtype == "float32":
+                assert np.array_equal(g_ours, g_ref)
+            else:  # the float32 gradient rounded once to bfloat16
+                np.testing.assert_allclose(g_ours, g_ref, rtol=2**-7, atol=1e-6)
+    # the blocks use it, and it survives a config round trip
+    block = gpt.TransformerBlock(hidden_dim=8, num_heads=2, mlp_dim=32)
+    assert block.mlp_in.activation is gpt.gelu
+    dense = keras.layers.Dense.from_config(block.mlp_in.get_config())
+    assert dense.activation is gpt.gelu

@@ -39,17 +39,37 @@ sys.path.insert(0, str(ROOT))
 from llmft import env  # noqa: E402  (first: imports TensorFlow quietly)
 from llmft import base_models, bench, data, estimates, gpt, paths, profiles, train  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 # Where --smoke-run writes the chapters' smoke wall times and the full run reads them.
 SMOKE_TIMES = paths.llmft_home() / "bench" / "smoke_times.json"
 
 SIZES = {
     # config: the ~5M-parameter GPT at context 128 that the targets are about.
-    "full": dict(layers=5, hidden=256, heads=4, batch=16, steps=6, warmup=3, small_steps=6,
+    "full": dict(layers=5, hidden=256, heads=4, batch=16, steps=10, warmup=3, rounds=3, small_steps=6,
                  gen_tokens=256, gen_context=512, gen_repeats=2, rss_steps=3, rss_batch=8, peak_size=1024,
                  corpus_chars=400_000),
-    "quick": dict(layers=2, hidden=64, heads=2, batch=4, steps=3, warmup=2, small_steps=3,
+    "quick": dict(layers=2, hidden=64, heads=2, batch=4, steps=3, warmup=2, rounds=2, small_steps=3,
                   gen_tokens=24, gen_context=64, gen_repeats=1, rss_steps=2, rss_batch=2, peak_size=256,
                   corpus_chars=40_000),
+}
+
+# The measured variants of the ~5M config (keys of bench.variant_key) and the
+# ratios between them, each named in results/bench.json's train section:
+# ratio name -> (faster, slower), two variants that differ in one setting.
+BASE = ("gpt5m", "llmft", "float32", False, False)
+JIT = ("gpt5m", "llmft", "float32", True, False)
+BF16 = ("gpt5m", "llmft", "mixed_bfloat16", False, False)
+BF16_JIT = ("gpt5m", "llmft", "mixed_bfloat16", True, False)
+HUB = ("gpt5m", "keras_hub", "float32", False, False)
+DETERMINED = ("gpt5m", "llmft", "float32", False, True)
+RATIO_PAIRS = {
+    "jit_speedup": (JIT, BASE),
+    "bf16_speedup": (BF16, BASE),
+    # mixed_bfloat16 with XLA against float32 with XLA, and against bf16 without XLA
+    "bf16_speedup_jit": (BF16_JIT, JIT),
+    "jit_speedup_bf16": (BF16_JIT, BF16),
+    "speedup_vs_keras_hub": (BASE, HUB),
 }
 
 
@@ -192,20 +212,17 @@ def main(argv=None):
     small = dict(gpt.PRESETS["small"], vocab_size=vocab, dropout=0.0)
     if args.quick:
         small = dict(small, num_layers=1, hidden_dim=32, num_heads=2)
-    # Seven variants keep the run near 10 minutes on 2 busy cores; each ratio
-    # below compares two of them that differ in one setting only (bf16 with
-    # XLA: the policy against XLA in float32, and XLA against bf16 without).
-    # The last turns on TensorFlow's op determinism, as the chapters train
-    # (env.set_seed), in a fresh process.
-    variants = [
-        ("gpt5m", config, "llmft", "float32", False, False),
-        ("gpt5m", config, "llmft", "float32", True, False),
-        ("gpt5m", config, "keras_hub", "float32", False, False),
-        ("gpt5m", config, "llmft", "mixed_bfloat16", False, False),
-        ("gpt5m", config, "llmft", "mixed_bfloat16", True, False),
-        ("small", small, "llmft", "float32", False, False),
-        ("gpt5m", config, "llmft", "float32", False, True),
-    ]
+    # Each ratio below compares two variants that differ in one setting only
+    # (bf16 with XLA: the policy against XLA in float32, and XLA against bf16
+    # without). Two measurements of one variant minutes apart differ by 10%
+    # or more on this shared machine, so the five variants of the ~5M config
+    # are measured in alternating rounds, and each ratio is the median of
+    # its per-round values. The small preset and the run with TensorFlow's op
+    # determinism on (as the chapters train, env.set_seed; a fresh process)
+    # are measured once, after the rounds.
+    alternated = [(key, config) for key in (BASE, JIT, HUB, BF16, BF16_JIT)]
+    once = [(("small", "llmft", "float32", False, False), small), (DETERMINED, config)]
+    schedule = [(r, v) for r in range(size["rounds"]) for v in alternated] + [(0, v) for v in once]
     peaks = {"float32": [], "bfloat16": []}
     runs = []
 
@@ -213,31 +230,23 @@ def main(argv=None):
         for dtype in peaks:
             peaks[dtype].append(bench.matmul_peak(dtype, size=size["peak_size"], repeats=5, trials=3))
 
-    for name, cfg, builder, policy, jit, deterministic in variants:
+    for round_, ((name, builder, policy, jit, deterministic), cfg) in schedule:
         measure_peaks()
         steps = size["small_steps"] if name == "small" else size["steps"]
         run = bench.train_throughput(cfg, ids, batch_size=size["batch"], steps=steps, warmup_steps=size["warmup"],
                                      jit_compile=jit, policy=policy, builder=builder, deterministic=deterministic)
-        run["config"] = name
-        run["fp32_peak_before"] = peaks["float32"][-1]["flops_per_second"]
+        run.update(config=name, round=round_, fp32_peak_before=peaks["float32"][-1]["flops_per_second"])
         runs.append(run)
-        log(f"train {name} {builder} {policy} jit={jit} deterministic={deterministic}: "
+        log(f"train round {round_} {name} {builder} {policy} jit={jit} deterministic={deterministic}: "
             f"{run['tokens_per_second']:.0f} tokens/s, {run['flops_per_second'] / 1e9:.1f} GFLOP/s (peak before {run['fp32_peak_before'] / 1e9:.1f})")
     measure_peaks()
 
-    def find(name, builder, policy, jit, deterministic=False):
-        return next(r for r in runs if (r["config"], r["builder"], r["policy"], r["jit_compile"], r["deterministic"])
-                    == (name, builder, policy, jit, deterministic))
-
+    variants = bench.median_runs(runs)
+    by_key = {bench.variant_key(v): v for v in variants}
     fp32_peak = max(p["flops_per_second"] for p in peaks["float32"])
     bf16_peak = max(p["flops_per_second"] for p in peaks["bfloat16"])
-    base = find("gpt5m", "llmft", "float32", False)
-    jitted = find("gpt5m", "llmft", "float32", True)
+    base, jitted, determined = by_key[BASE], by_key[JIT], by_key[DETERMINED]
     best_fp32 = max(base, jitted, key=lambda r: r["tokens_per_second"])
-    bf16 = find("gpt5m", "llmft", "mixed_bfloat16", False)
-    bf16_jitted = find("gpt5m", "llmft", "mixed_bfloat16", True)
-    hub = find("gpt5m", "keras_hub", "float32", False)
-    determined = find("gpt5m", "llmft", "float32", False, deterministic=True)
     # The same square matmuls compiled by XLA (other kernels): explains
     # what XLA does to the float32 and the bfloat16 variants above.
     xla = {dtype: bench.matmul_peak(dtype, size=size["peak_size"], repeats=5, trials=3, jit_compile=True)
@@ -248,21 +257,24 @@ def main(argv=None):
                    "bf16_over_fp32": bench.ratio(bf16_peak, fp32_peak),
                    "xla": xla, "xla_bf16_over_fp32": bench.ratio(xla["bfloat16"]["flops_per_second"],
                                                                  xla["float32"]["flops_per_second"])}
+    per_round = {name: bench.round_ratios(runs, *pair) for name, pair in RATIO_PAIRS.items()}
+    per_round_cpu = {name: bench.round_ratios(runs, *pair, cpu=True) for name, pair in RATIO_PAIRS.items()}
+    best_key = bench.variant_key(best_fp32)
     out["train"] = {
         "runs": runs,
+        "variants": variants,
+        "rounds": size["rounds"],
         "config": config,
         "flops_per_token": estimates.gpt_flops_per_token(config),
         "flops_note": "matmul FLOPs (2 per multiply-add) from llmft.estimates.gpt_flops_per_token; train = 3 x forward",
+        "summary_note": "variants: median over the rounds; each ratio: the median of its per-round values (per_round)",
         "fraction_of_fp32_peak": best_fp32["flops_per_second"] / fp32_peak,
         "fraction_of_fp32_peak_no_jit": base["flops_per_second"] / fp32_peak,
-        "fraction_of_fp32_peak_adjacent": best_fp32["flops_per_second"] / best_fp32["fp32_peak_before"],
-        "jit_speedup": bench.ratio(jitted["tokens_per_second"], base["tokens_per_second"]),
-        "bf16_speedup": bench.ratio(bf16["tokens_per_second"], base["tokens_per_second"]),
-        # mixed_bfloat16 with XLA against float32 with XLA, and against bf16 without XLA
-        "bf16_speedup_jit": bench.ratio(bf16_jitted["tokens_per_second"], jitted["tokens_per_second"]),
-        "jit_speedup_bf16": bench.ratio(bf16_jitted["tokens_per_second"], bf16["tokens_per_second"]),
-        "speedup_vs_keras_hub": bench.ratio(base["tokens_per_second"], hub["tokens_per_second"]),
-        # > 1: the chapters' deterministic training is that many times slower
+        "fraction_of_fp32_peak_adjacent": float(np.median([r["flops_per_second"] / r["fp32_peak_before"]
+                                                           for r in runs if bench.variant_key(r) == best_key])),
+        **{name: float(np.median(values)) for name, values in per_round.items()},
+        "per_round": per_round,
+        # > 1: the chapters' deterministic training is that many times slower (one run, against the median)
         "determinism_slowdown": bench.ratio(base["tokens_per_second"], determined["tokens_per_second"]),
     }
     # Each matmul of the ~5M config's step timed alone: the step time if it
@@ -280,16 +292,25 @@ def main(argv=None):
     }
     # The same ratios from CPU seconds per step (all threads of this process):
     # time spent waiting for a core that another process holds does not count.
-    cpu_ratio = lambda a, b: bench.ratio(b["cpu_seconds_per_step"], a["cpu_seconds_per_step"])
     out["train"]["cpu_time"] = {
-        "note": "ratios of CPU seconds per step (less disturbed by other load than wall time)",
-        "jit_speedup": cpu_ratio(jitted, base),
-        "bf16_speedup": cpu_ratio(bf16, base),
-        "bf16_speedup_jit": cpu_ratio(bf16_jitted, jitted),
-        "jit_speedup_bf16": cpu_ratio(bf16_jitted, bf16),
-        "speedup_vs_keras_hub": cpu_ratio(base, hub),
-        "determinism_slowdown": cpu_ratio(base, determined),
+        "note": "ratios of CPU seconds per step (less disturbed by other load than wall time); medians of per_round",
+        **{name: float(np.median(values)) for name, values in per_round_cpu.items()},
+        "per_round": per_round_cpu,
+        "determinism_slowdown": bench.ratio(determined["cpu_seconds_per_step"], base["cpu_seconds_per_step"]),
     }
+    # The MLP's GELU alone at the ~5M config's shape (batch x context, 4C):
+    # why llmft.gpt.gelu computes in float32 under mixed_bfloat16.
+    shape = (size["batch"] * config["context_length"], 4 * config["hidden_dim"])
+    gelu = {name: bench.activation_seconds(shape, dtype=dtype, upcast=upcast)
+            for name, dtype, upcast in (("float32", "float32", False), ("bfloat16_native", "bfloat16", False),
+                                        ("bfloat16_upcast", "bfloat16", True))}
+    out["train"]["gelu"] = {
+        **gelu, "note": "forward + backward of the exact GELU alone (bench.activation_seconds); "
+                        "bfloat16_upcast is llmft.gpt.gelu, what the bf16 variants above run",
+        "native_bf16_over_fp32_seconds": bench.ratio(gelu["bfloat16_native"]["seconds"], gelu["float32"]["seconds"]),
+        "upcast_speedup": bench.ratio(gelu["bfloat16_native"]["seconds"], gelu["bfloat16_upcast"]["seconds"]),
+    }
+    log("GELU forward + backward: " + ", ".join(f"{k} {v['seconds'] * 1e3:.1f} ms" for k, v in gelu.items()))
 
     # 1b) the start of a fit: how long tracing takes with and without the
     # early build (train.build_before_fit), for the smoke profile's tiny GPT
@@ -314,7 +335,6 @@ def main(argv=None):
 
     # 2) generation with and without the KV cache
     import keras
-    import numpy as np
 
     keras.utils.set_random_seed(0)
     model = gpt.GPT(**dict(small, context_length=size["gen_context"]))
