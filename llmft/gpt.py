@@ -37,11 +37,12 @@ def gelu(x):
 
     In float32 (every chapter) this *is* ``keras.activations.gelu``, op for
     op. Under ``mixed_bfloat16`` on TensorFlow it upcasts to float32 and
-    casts the result back: TensorFlow's CPU kernels for the ``erfc`` of the
-    forward pass and the ``exp`` of its gradient are several times slower in
-    bfloat16 than in float32, which cancelled much of what bfloat16 matmuls
-    gain (``make bench`` times both, :func:`llmft.bench.activation_seconds`).
-    The MLP's matmuls stay in bfloat16; only this elementwise step does not.
+    casts the result back: on the book's CPU host the GELU's forward and
+    backward pass (an ``erfc``, then an ``exp``) took longer in bfloat16 than
+    in float32, eating into what the bfloat16 matmuls gain (``make bench``
+    times both ways, :func:`llmft.bench.activation_seconds`; the appendix
+    on benchmarks shows the numbers). The MLP's matmuls stay in bfloat16;
+    only this elementwise step does not.
     """
     if keras.backend.backend() == "tensorflow" and keras.backend.standardize_dtype(x.dtype) == "bfloat16":
         return ops.cast(keras.activations.gelu(ops.cast(x, "float32")), "bfloat16")
